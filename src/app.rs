@@ -1,0 +1,192 @@
+//! Wiring and lifecycle of one node: build the domain services over one pool, serve gRPC and
+//! HTTP on listeners the caller bound (tests bind port 0), and drain on cancellation:
+//! readiness off, stop accepting, finish in-flight work, then return.
+
+use crate::auth::{ApiKeys, Auth, Jwt};
+use crate::config::Config;
+use crate::events::{Events, Limits, Writer};
+use crate::live::Live;
+use crate::subscriptions::Subscriptions;
+use crate::topics::Topics;
+use crate::{db, grpc, http, proto};
+use anyhow::Context;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Largest gRPC message accepted: room for a full request of large events.
+const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The services of one node, cheap to clone (everything inside is shared).
+#[derive(Clone)]
+pub struct App {
+    /// Configuration in force.
+    pub config: Arc<Config>,
+    /// The shared Postgres pool.
+    pub pool: PgPool,
+    /// Topics.
+    pub topics: Topics,
+    /// Events.
+    pub events: Events,
+    /// Subscriptions.
+    pub subscriptions: Subscriptions,
+    /// Authentication.
+    pub auth: Auth,
+    /// Local live hub.
+    pub live: Live,
+    writer: Writer,
+    draining: Arc<AtomicBool>,
+}
+
+impl App {
+    /// Connects, migrates and builds the services. Background work is spawned on `tracker`.
+    pub async fn start(config: Config, tracker: &TaskTracker) -> anyhow::Result<App> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        if config.jwt_secret.is_none() {
+            tracing::warn!(
+                "ER_JWT_SECRET is not set: using the public development secret; \
+                 anyone can forge tokens. Set ER_JWT_SECRET in production."
+            );
+        }
+        if !config.auth_enabled {
+            tracing::warn!("ER_AUTH_ENABLED=false: every caller is an admin. Development only.");
+        }
+        let pool = db::connect(&config.database_url, config.db_pool_size)
+            .await
+            .context("connecting to Postgres (DATABASE_URL)")?;
+        db::migrate(&pool).await.context("applying migrations")?;
+        let live = Live::new();
+        let writer = Writer::new(pool.clone(), tracker.clone());
+        let limits = Limits {
+            max_event_bytes: config.max_event_bytes,
+            max_events_per_request: config.max_events_per_request,
+        };
+        Ok(App {
+            topics: Topics::new(pool.clone()),
+            events: Events::new(pool.clone(), writer.clone(), live.clone(), limits),
+            subscriptions: Subscriptions::new(pool.clone()),
+            auth: Auth::new(
+                ApiKeys::new(pool.clone()),
+                Jwt::new(config.jwt_secret()),
+                config.auth_enabled,
+            ),
+            live,
+            writer,
+            draining: Arc::default(),
+            pool,
+            config: Arc::new(config),
+        })
+    }
+
+    /// Whether the node is shutting down (readiness reports false).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The sockets a node serves on, bound by the caller.
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// HTTP.
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the configured addresses.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        Ok(Listeners {
+            grpc: TcpListener::bind(config.grpc_addr)
+                .await
+                .with_context(|| format!("binding gRPC on {}", config.grpc_addr))?,
+            http: TcpListener::bind(config.http_addr)
+                .await
+                .with_context(|| format!("binding HTTP on {}", config.http_addr))?,
+        })
+    }
+}
+
+/// Runs a node until `shutdown` is cancelled, then drains and returns.
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tracker = TaskTracker::new();
+    let app = App::start(config, &tracker).await?;
+    let grace = app.config.shutdown_grace();
+    tracing::info!(
+        node = %app.config.node_name(),
+        grpc = %listeners.grpc.local_addr()?,
+        http = %listeners.http.local_addr()?,
+        "eventrelay node started"
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let service = proto::event_relay_server::EventRelayServer::new(grpc::Service::new(app.clone()))
+        .max_decoding_message_size(MAX_GRPC_MESSAGE)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+
+    // Servers stop accepting when `stop_accepting` fires, after readiness has turned false.
+    let stop_accepting = CancellationToken::new();
+    let grpc_server = {
+        let stop = stop_accepting.clone();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .concurrency_limit_per_connection(256)
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(reflection_alpha)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
+        )
+    };
+    let http_server = {
+        let stop = stop_accepting.clone();
+        let router = http::router(app.clone());
+        tokio::spawn(async move {
+            axum::serve(listeners.http, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    };
+
+    shutdown.cancelled().await;
+    tracing::info!("shutdown requested: draining");
+    app.draining.store(true, Ordering::Relaxed);
+    health
+        .set_not_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
+        .await;
+    stop_accepting.cancel();
+    let servers = async {
+        let (g, h) = tokio::join!(grpc_server, http_server);
+        if let Ok(Err(e)) = g {
+            tracing::warn!(error = %e, "gRPC server ended with an error");
+        }
+        if let Ok(Err(e)) = h {
+            tracing::warn!(error = %e, "HTTP server ended with an error");
+        }
+    };
+    if tokio::time::timeout(grace, servers).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    app.writer.close();
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("background tasks did not finish within the grace period");
+    }
+    app.pool.close().await;
+    tracing::info!("node stopped");
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Authentication: bearer tokens (Base64 `key:secret` or JWT) to a [`Principal`].
+//!
+//! Lookups are cached per node for at most [`CACHE_TTL`], keyed by the public key part but
+//! always re-checking the secret's hash, so a wrong secret never passes (the original cached
+//! by key alone for an hour) and a revoked key is refused everywhere within the TTL.
+
+mod jwt;
+mod keys;
+mod principal;
+
+pub use jwt::{Claims, DEFAULT_TTL_SECONDS, Jwt, looks_like_jwt};
+pub use keys::{ApiKey, ApiKeys};
+pub use principal::{KeyType, Principal, SubscriptionGrant, TopicGrant};
+
+use crate::error::{Error, Result};
+use base64::Engine;
+use keys::{KeyRecord, hash_secret};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// Longest a node trusts a cached key lookup.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Cache entries kept before the cache is cleared (bounds memory under key-guessing).
+const CACHE_MAX: usize = 10_000;
+
+#[derive(Clone)]
+struct Cached {
+    at: Instant,
+    record: Option<KeyRecord>,
+    principal: Option<Arc<Principal>>,
+}
+
+/// Authenticates callers.
+#[derive(Clone)]
+pub struct Auth {
+    keys: ApiKeys,
+    jwt: Jwt,
+    enabled: bool,
+    // A std mutex: held only for a map lookup or insert, never across an await.
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
+}
+
+impl Auth {
+    /// The service; with `enabled` false every caller is an anonymous admin.
+    pub fn new(keys: ApiKeys, jwt: Jwt, enabled: bool) -> Self {
+        Auth {
+            keys,
+            jwt,
+            enabled,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The key store.
+    pub fn keys(&self) -> &ApiKeys {
+        &self.keys
+    }
+
+    /// The JWT signer.
+    pub fn jwt(&self) -> &Jwt {
+        &self.jwt
+    }
+
+    /// Authenticates an `authorization` header value (`Bearer <token>`).
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        if !self.enabled {
+            return Ok(Principal::anonymous_admin());
+        }
+        let token = authorization
+            .and_then(|h| {
+                let (scheme, token) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::Unauthenticated("Invalid credentials: could not find bearer token".into())
+            })?;
+        if looks_like_jwt(token) {
+            return self.authenticate_jwt(token).await;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        let (key, secret) = decoded
+            .as_deref()
+            .and_then(|s| s.split_once(':'))
+            .map(|(k, s)| (k.to_owned(), s.to_owned()))
+            .ok_or_else(|| {
+                Error::Unauthenticated("Invalid credentials: could not decode bearer token".into())
+            })?;
+        let cache_key = format!("k:{key}");
+        let entry = self.lookup(&cache_key, || self.keys.record_by_key(&key)).await?;
+        let record = entry.record.as_ref().ok_or_else(invalid)?;
+        let matches: bool = hash_secret(&secret).ct_eq(&record.secret_hash).into();
+        if !matches || record.revoked {
+            return Err(invalid());
+        }
+        self.principal_of(&cache_key, entry).await
+    }
+
+    /// Authenticates a JWT (websocket tokens, or a JWT used as gRPC bearer).
+    pub async fn authenticate_jwt(&self, token: &str) -> Result<Principal> {
+        if !self.enabled {
+            return Ok(Principal::anonymous_admin());
+        }
+        let id = self.jwt.verify(token)?;
+        let cache_key = format!("i:{id}");
+        let entry = self.lookup(&cache_key, || self.keys.record_by_id(id)).await?;
+        match &entry.record {
+            Some(r) if !r.revoked => self.principal_of(&cache_key, entry).await,
+            _ => Err(invalid()),
+        }
+    }
+
+    /// Whether the key is still active (for long-lived sockets and streams to re-check).
+    pub async fn still_active(&self, key_id: Uuid) -> Result<bool> {
+        if !self.enabled || key_id.is_nil() {
+            return Ok(true);
+        }
+        let entry = self
+            .lookup(&format!("i:{key_id}"), || self.keys.record_by_id(key_id))
+            .await?;
+        Ok(entry.record.is_some_and(|r| !r.revoked))
+    }
+
+    async fn lookup<F, Fut>(&self, cache_key: &str, load: F) -> Result<Cached>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<KeyRecord>>>,
+    {
+        if let Some(c) = self.cached(cache_key) {
+            return Ok(c);
+        }
+        let record = load().await?;
+        let entry = Cached {
+            at: Instant::now(),
+            record,
+            principal: None,
+        };
+        self.store(cache_key.to_owned(), entry.clone());
+        Ok(entry)
+    }
+
+    async fn principal_of(&self, cache_key: &str, entry: Cached) -> Result<Principal> {
+        if let Some(p) = entry.principal {
+            return Ok((*p).clone());
+        }
+        let record = entry.record.ok_or_else(invalid)?;
+        let p = self.keys.principal(record.id).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get_mut(cache_key) {
+            c.principal = Some(Arc::new(p.clone()));
+        }
+        Ok(p)
+    }
+
+    fn cached(&self, cache_key: &str) -> Option<Cached> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .get(cache_key)
+            .filter(|c| c.at.elapsed() < CACHE_TTL)
+            .cloned()
+    }
+
+    fn store(&self, cache_key: String, entry: Cached) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, c| c.at.elapsed() < CACHE_TTL);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(cache_key, entry);
+    }
+}
+
+fn invalid() -> Error {
+    Error::Unauthenticated("Invalid credentials".into())
+}

@@ -1,0 +1,193 @@
+//! Node configuration: every setting, its environment variable, its default and its check,
+//! in one place. `main` parses it with clap (flags or environment); tests build it with
+//! [`Config::for_database`] and change fields directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Settings of one node. Secrets (`database_url`, `redis_url`, `jwt_secret`) are never logged:
+/// `Debug` is implemented by hand below.
+#[derive(Clone, clap::Args)]
+pub struct Config {
+    /// Postgres connection URL (direct, not through a transaction-mode pooler).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+
+    /// Redis URL for cross-node fan-out and shared rate limits; unset runs without Redis.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// gRPC listen address.
+    #[arg(long, env = "ER_GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// HTTP listen address (health, metrics, websockets, UI).
+    #[arg(long, env = "ER_HTTP_ADDR", default_value = "0.0.0.0:9000")]
+    pub http_addr: SocketAddr,
+
+    /// Secret for signing JWTs (HS256). Unset: a fixed development secret, with a warning.
+    #[arg(long, env = "ER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Require API keys on every gRPC call. Turn off only on a private development machine.
+    #[arg(long, env = "ER_AUTH_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auth_enabled: bool,
+
+    /// Name of this cluster; namespaces Redis keys and channels so clusters can share a Redis.
+    #[arg(long, env = "ER_CLUSTER_NAME", default_value = "eventrelay")]
+    pub cluster_name: String,
+
+    /// Name of this node in logs and cluster state (default: the host name).
+    #[arg(long, env = "ER_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Largest accepted event (name, data, keys and context together), in bytes.
+    #[arg(long, env = "ER_MAX_EVENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_event_bytes: usize,
+
+    /// Most events in one publish request.
+    #[arg(long, env = "ER_MAX_EVENTS_PER_REQUEST", default_value_t = 1000)]
+    pub max_events_per_request: usize,
+
+    /// Postgres connections in this node's pool.
+    #[arg(long, env = "ER_DB_POOL_SIZE", default_value_t = 20)]
+    pub db_pool_size: u32,
+
+    /// Seconds a node may take to drain after SIGTERM before it stops hard.
+    #[arg(long, env = "ER_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Log format.
+    #[arg(long, env = "ER_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The secret used when `ER_JWT_SECRET` is unset. Public by construction: development only.
+pub const DEV_JWT_SECRET: &str = "eventrelay-development-secret-do-not-use-in-production";
+
+impl Config {
+    /// Defaults for everything but the database, ignoring the environment. For tests and
+    /// embedding; `main` uses clap so the environment applies.
+    pub fn for_database(database_url: impl Into<String>) -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        use clap::Parser;
+        // Parsing an empty command line yields clap's defaults, so they live in one place;
+        // environment variables are then overwritten by the explicit fields below.
+        let mut config = Wrapper::try_parse_from(["eventrelay", "--database-url", "x"])
+            .map(|w| w.config)
+            .unwrap_or_else(|e| panic!("built-in defaults must parse: {e}"));
+        config.database_url = database_url.into();
+        config.redis_url = None;
+        config.jwt_secret = Some("test-secret".into());
+        config.auth_enabled = true;
+        config.node_name = None;
+        config.grpc_addr = ([127, 0, 0, 1], 0).into();
+        config.http_addr = ([127, 0, 0, 1], 0).into();
+        config
+    }
+
+    /// Checks values that clap cannot; the message names the variable to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.database_url.trim().is_empty() {
+            return Err("DATABASE_URL is empty".into());
+        }
+        if self.max_events_per_request == 0 {
+            return Err("ER_MAX_EVENTS_PER_REQUEST must be at least 1".into());
+        }
+        if self.max_event_bytes < 1024 {
+            return Err("ER_MAX_EVENT_BYTES must be at least 1024".into());
+        }
+        if self.db_pool_size < 4 {
+            return Err("ER_DB_POOL_SIZE must be at least 4".into());
+        }
+        if self.cluster_name.is_empty()
+            || !self
+                .cluster_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err("ER_CLUSTER_NAME must be letters, digits, - or _".into());
+        }
+        if let Some(s) = &self.jwt_secret {
+            if s.len() < 8 {
+                return Err("ER_JWT_SECRET must be at least 8 characters".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The JWT secret in force.
+    pub fn jwt_secret(&self) -> &str {
+        self.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)
+    }
+
+    /// This node's name: configured, else the host name, else "node".
+    pub fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "node".into())
+    }
+
+    /// The drain deadline.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &"<secret>")
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<secret>"))
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<secret>"))
+            .field("auth_enabled", &self.auth_enabled)
+            .field("cluster_name", &self.cluster_name)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_events_per_request", &self.max_events_per_request)
+            .field("db_pool_size", &self.db_pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_values_are_named() {
+        let c = Config::for_database("postgres://x");
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.max_events_per_request, 1000);
+        assert_eq!(c.max_event_bytes, 1024 * 1024);
+        let mut bad = c.clone();
+        bad.cluster_name = "a b".into();
+        assert!(bad.validate().unwrap_err().contains("ER_CLUSTER_NAME"));
+        let mut bad = c.clone();
+        bad.max_events_per_request = 0;
+        assert!(bad.validate().unwrap_err().contains("ER_MAX_EVENTS_PER_REQUEST"));
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut c = Config::for_database("postgres://user:hunter2@db/x");
+        c.jwt_secret = Some("supersecret".into());
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2") && !s.contains("supersecret"));
+    }
+}

@@ -1,0 +1,39 @@
+//! Postgres: the pool every domain service shares, and migrations. sqlx's migrator takes a
+//! Postgres advisory lock while it runs, so any number of nodes may start (and migrate) at once.
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The embedded migrations of `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens the pool. Statements are bounded so a stuck query cannot hold a connection forever.
+pub async fn connect(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
+    let opts = PgConnectOptions::from_str(url)?
+        .application_name("eventrelay")
+        .options([("statement_timeout", "60s"), ("lock_timeout", "30s")]);
+    PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+}
+
+/// Applies pending migrations (under sqlx's advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// True when every embedded migration has been applied: readiness needs it.
+pub async fn migrations_applied(pool: &PgPool) -> bool {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    sqlx::query_scalar::<_, i64>(
+        "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success",
+    )
+    .fetch_one(pool)
+    .await
+    .map(|v| v >= latest)
+    .unwrap_or(false)
+}

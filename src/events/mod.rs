@@ -1,0 +1,176 @@
+//! Events: publishing (validation, dead letters, durable group-committed writes, live
+//! hand-off) and reading (pulls with filters). Authorization is checked here, so every
+//! transport enforces the same policy.
+
+mod dead_letters;
+mod filter;
+mod model;
+mod read;
+mod writer;
+
+pub use dead_letters::DeadLetter;
+pub use filter::Filter;
+pub use model::{Event, NewEvent, ValidEvent, format_time, parse_time, validate};
+pub use read::{DEFAULT_BATCH, MAX_BATCH, PullBatch, PullQuery, read_after};
+pub use writer::{WriteError, Writer};
+
+use crate::auth::Principal;
+use crate::error::{Error, Result};
+use crate::live::Live;
+use crate::page::{Page, PageRequest};
+use crate::topics::{TopicName, TopicRef};
+use sqlx::PgPool;
+
+/// The message of the original for a publish without a topic.
+pub const NO_TOPIC_MESSAGE: &str = "A topic must be provided to publish_events";
+
+/// Publish limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest event in bytes.
+    pub max_event_bytes: usize,
+    /// Most events per request.
+    pub max_events_per_request: usize,
+}
+
+/// The events service.
+#[derive(Clone)]
+pub struct Events {
+    pool: PgPool,
+    writer: Writer,
+    live: Live,
+    limits: Limits,
+}
+
+impl Events {
+    /// The service.
+    pub fn new(pool: PgPool, writer: Writer, live: Live, limits: Limits) -> Self {
+        Events {
+            pool,
+            writer,
+            live,
+            limits,
+        }
+    }
+
+    /// Publishes events to `topic` (`name` or `name:identifier`).
+    ///
+    /// Request-level faults (no events, too many, one too large, not allowed) refuse the whole
+    /// request and store nothing. Per-event faults (blank name, invalid JSON, bad time) and an
+    /// unknown topic send those events to the dead-letter table and leave them out of the
+    /// answer. A missing or malformed topic dead-letters everything and answers
+    /// INVALID_ARGUMENT, so the producer notices.
+    #[tracing::instrument(skip(self, principal, events), fields(n = events.len()))]
+    pub async fn publish(
+        &self,
+        principal: &Principal,
+        topic: &str,
+        events: Vec<NewEvent>,
+        durable: bool,
+    ) -> Result<Vec<Event>> {
+        self.check_limits(&events)?;
+        let topic_ref = if topic.trim().is_empty() {
+            Err(Error::invalid(NO_TOPIC_MESSAGE))
+        } else {
+            TopicRef::parse(topic)
+        };
+        let topic_ref = match topic_ref {
+            Ok(t) => t,
+            Err(e) => {
+                principal.may_publish_somewhere()?;
+                let reason = e.to_string();
+                let refused: Vec<_> = events.into_iter().map(|e| (e, vec![reason.clone()])).collect();
+                dead_letters::record(&self.pool, topic, &refused).await?;
+                return Err(e);
+            }
+        };
+        principal.authorize_publish(&topic_ref)?;
+
+        let mut valid = Vec::with_capacity(events.len());
+        let mut refused = Vec::new();
+        for e in events {
+            match validate(e) {
+                Ok(v) => valid.push(v),
+                Err(r) => refused.push(r),
+            }
+        }
+        dead_letters::record(&self.pool, topic, &refused).await?;
+        if valid.is_empty() {
+            return Ok(vec![]);
+        }
+
+        let name = &topic_ref.name;
+        let identifier = topic_ref.identifier_str();
+        let outcome = if durable {
+            self.writer.write(name, identifier, valid).await
+        } else if self.topic_exists(name).await? {
+            Ok(valid
+                .into_iter()
+                .map(|v| Event::from_valid(v, name.as_str(), identifier, 0))
+                .collect())
+        } else {
+            Err(WriteError::TopicGone(valid))
+        };
+        match outcome {
+            Ok(events) => {
+                self.live.published(name.as_str(), events.clone());
+                Ok(events)
+            }
+            Err(WriteError::TopicGone(valid)) => {
+                let refused: Vec<_> = valid
+                    .into_iter()
+                    .map(|v| (v.event, vec!["Topic not found".to_owned()]))
+                    .collect();
+                dead_letters::record(&self.pool, topic, &refused).await?;
+                Ok(vec![])
+            }
+            Err(WriteError::Failed(e)) => Err(e),
+        }
+    }
+
+    fn check_limits(&self, events: &[NewEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Err(Error::invalid("events must contain at least one event"));
+        }
+        let max = self.limits.max_events_per_request;
+        if events.len() > max {
+            return Err(Error::invalid(format!(
+                "too many events: {} in one request, at most {max} allowed",
+                events.len()
+            )));
+        }
+        let max = self.limits.max_event_bytes;
+        if let Some((i, e)) = events.iter().enumerate().find(|(_, e)| e.size() > max) {
+            return Err(Error::invalid(format!(
+                "event {i} is {} bytes, more than the limit of {max} bytes",
+                e.size()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn topic_exists(&self, name: &TopicName) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM topics WHERE name = $1)")
+            .bind(name.as_str())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Reads a batch of stored events.
+    #[tracing::instrument(skip(self, principal), fields(topic = %q.topic, after = q.after))]
+    pub async fn pull(&self, principal: &Principal, q: &PullQuery) -> Result<PullBatch> {
+        principal.authorize_read(&q.topic)?;
+        read::pull(&self.pool, q).await
+    }
+
+    /// Lists dead letters (admins only), optionally of one topic name.
+    pub async fn dead_letters(
+        &self,
+        principal: &Principal,
+        topic_name: &str,
+        req: PageRequest,
+    ) -> Result<Page<DeadLetter>> {
+        principal.require_admin("list dead letters")?;
+        dead_letters::list(&self.pool, topic_name, req).await
+    }
+}

@@ -1,0 +1,183 @@
+//! Reading stored events: keyset pages by offset (cost independent of how far in the reader
+//! is), with identifier scoping and filters, plus the paging numbers of PullEvents.
+
+use super::filter::Filter;
+use super::model::Event;
+use crate::error::{Error, Result, UNDEFINED_TABLE, sqlstate};
+use crate::topics::{TopicName, TopicRef};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+/// Default batch when a request says 0.
+pub const DEFAULT_BATCH: i64 = 100;
+/// Largest batch served.
+pub const MAX_BATCH: i64 = 1000;
+
+/// A pull: events of `topic` after offset `after`, matching every filter.
+#[derive(Clone, Debug)]
+pub struct PullQuery {
+    /// Topic, with the identifier that scopes it (if any).
+    pub topic: TopicRef,
+    /// Events per batch, already bounded.
+    pub batch_size: i64,
+    /// Return offsets greater than this.
+    pub after: i64,
+    /// Filters, all of which must match.
+    pub filters: Vec<Filter>,
+}
+
+impl PullQuery {
+    /// From the wire: 0 means the default batch, more than the maximum is capped; a negative
+    /// offset is refused.
+    pub fn new(topic: TopicRef, batch_size: i32, after: i64, filters: Vec<Filter>) -> Result<Self> {
+        if batch_size < 0 {
+            return Err(Error::invalid("batch_size must not be negative"));
+        }
+        if after < 0 {
+            return Err(Error::invalid("offset must not be negative"));
+        }
+        let batch_size = if batch_size == 0 {
+            DEFAULT_BATCH
+        } else {
+            i64::from(batch_size).min(MAX_BATCH)
+        };
+        Ok(PullQuery {
+            topic,
+            batch_size,
+            after,
+            filters,
+        })
+    }
+}
+
+/// One batch with the original's paging numbers.
+#[derive(Clone, Debug)]
+pub struct PullBatch {
+    /// Events, offset ascending.
+    pub events: Vec<Event>,
+    /// Matching events in all.
+    pub total_count: i64,
+    /// Offset for the next batch; 0 when there are no more events yet.
+    pub next_offset: i64,
+    /// Offset for the previous batch; 0 when that is the first batch (or this is).
+    pub previous_offset: i64,
+    /// ceil(total / batch).
+    pub total_batches: i64,
+}
+
+const EVENT_COLUMNS: &str = r#""offset", id, name, topic_identifier, data::text AS data, source,
+    group_key, reference_key, trace_key, user_id, anonymous_id, occurred_at, context::text AS context"#;
+
+fn push_scope(qb: &mut QueryBuilder<Postgres>, topic: &TopicRef, filters: &[Filter]) {
+    if let Some(i) = &topic.identifier {
+        qb.push(" AND topic_identifier = ").push_bind(i.clone());
+    }
+    for f in filters {
+        f.push_sql(qb);
+    }
+}
+
+/// Reads a batch and its paging numbers.
+pub async fn pull(pool: &PgPool, q: &PullQuery) -> Result<PullBatch> {
+    let table = q.topic.name.events_table();
+    // One extra row tells whether a next batch exists.
+    let mut events = read_after(pool, &q.topic, q.after, q.batch_size + 1, &q.filters).await?;
+    let more = events.len() as i64 > q.batch_size;
+    events.truncate(q.batch_size as usize);
+
+    let total_count = if q.topic.identifier.is_none() && q.filters.is_empty() {
+        // Offsets are contiguous from 1, so the counter is the count: no scan.
+        sqlx::query_scalar("SELECT last_offset FROM topics WHERE name = $1")
+            .bind(q.topic.name.as_str())
+            .fetch_optional(pool)
+            .await?
+            .ok_or_else(|| Error::not_found("Topic not found"))?
+    } else {
+        let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {table} WHERE true"));
+        push_scope(&mut qb, &q.topic, &q.filters);
+        qb.build_query_scalar::<i64>()
+            .fetch_one(pool)
+            .await
+            .map_err(topic_gone)?
+    };
+
+    let previous_offset = match events.first() {
+        Some(first) if first.offset > 1 => {
+            // The (batch+1)-th matching offset before this batch is the "after" of the
+            // previous batch; fewer than that means the previous batch is the first.
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT \"offset\" FROM {table} WHERE \"offset\" < "
+            ));
+            qb.push_bind(first.offset);
+            push_scope(&mut qb, &q.topic, &q.filters);
+            qb.push(" ORDER BY \"offset\" DESC LIMIT 1 OFFSET ")
+                .push_bind(q.batch_size);
+            qb.build_query_scalar::<i64>()
+                .fetch_optional(pool)
+                .await
+                .map_err(topic_gone)?
+                .unwrap_or(0)
+        }
+        _ => 0,
+    };
+
+    Ok(PullBatch {
+        next_offset: if more {
+            events.last().map_or(0, |e| e.offset)
+        } else {
+            0
+        },
+        previous_offset,
+        total_batches: (total_count + q.batch_size - 1) / q.batch_size,
+        total_count,
+        events,
+    })
+}
+
+/// Up to `limit` events after `after`, in offset order. The building block of pulls, stream
+/// replays and webhook delivery.
+pub async fn read_after(
+    pool: &PgPool,
+    topic: &TopicRef,
+    after: i64,
+    limit: i64,
+    filters: &[Filter],
+) -> Result<Vec<Event>> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM {} WHERE \"offset\" > ",
+        topic.name.events_table()
+    ));
+    qb.push_bind(after);
+    push_scope(&mut qb, topic, filters);
+    qb.push(" ORDER BY \"offset\" LIMIT ").push_bind(limit);
+    let rows = qb.build().fetch_all(pool).await.map_err(topic_gone)?;
+    rows.iter().map(|r| event_from_row(&topic.name, r)).collect()
+}
+
+fn event_from_row(topic: &TopicName, r: &sqlx::postgres::PgRow) -> Result<Event> {
+    let context: String = r.try_get("context")?;
+    Ok(Event {
+        offset: r.try_get("offset")?,
+        id: r.try_get("id")?,
+        topic_name: topic.as_str().to_owned(),
+        topic_identifier: r.try_get("topic_identifier")?,
+        name: r.try_get("name")?,
+        data: r.try_get("data")?,
+        source: r.try_get("source")?,
+        group_key: r.try_get("group_key")?,
+        reference_key: r.try_get("reference_key")?,
+        trace_key: r.try_get("trace_key")?,
+        user_id: r.try_get("user_id")?,
+        anonymous_id: r.try_get("anonymous_id")?,
+        occurred_at: r.try_get("occurred_at")?,
+        context: serde_json::from_str(&context).unwrap_or_default(),
+    })
+}
+
+/// A dropped topic table reads as "Topic not found", not as an internal error.
+pub(crate) fn topic_gone(e: sqlx::Error) -> Error {
+    if sqlstate(&e).as_deref() == Some(UNDEFINED_TABLE) {
+        Error::not_found("Topic not found")
+    } else {
+        e.into()
+    }
+}

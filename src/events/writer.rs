@@ -1,0 +1,267 @@
+//! Durable writes with group commit. Each topic has one writer lane per node: concurrent
+//! publish requests queue on it, and the lane stores everything queued in one transaction.
+//!
+//! Offsets: the transaction first bumps `topics.last_offset` with `UPDATE ... RETURNING`,
+//! which row-locks the topic until commit. Every publisher of the topic, on any node, waits
+//! for that lock, so offsets are contiguous and become visible strictly in commit order: a
+//! reader of "offset > N" can never miss a row that commits later. Batching many requests
+//! into one transaction is what keeps that serialisation fast.
+
+use sqlx::AssertSqlSafe;
+use super::model::{Event, ValidEvent};
+use crate::error::{Error, Result};
+use crate::topics::TopicName;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+/// Most events stored in one transaction.
+const MAX_BATCH_EVENTS: usize = 5_000;
+/// Requests that may wait on one lane; further publishers wait for room (backpressure).
+const LANE_QUEUE: usize = 1_024;
+
+/// One publish request waiting for its lane.
+struct Job {
+    identifier: String,
+    events: Vec<ValidEvent>,
+    reply: oneshot::Sender<Result<Vec<Event>, WriteError>>,
+}
+
+/// Why a write did not store the events.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The topic does not exist (any more); the events come back for the dead-letter table.
+    TopicGone(Vec<ValidEvent>),
+    /// Anything else.
+    Failed(Error),
+}
+
+/// The per-node set of writer lanes.
+#[derive(Clone)]
+pub struct Writer {
+    pool: PgPool,
+    // A std mutex: held only to find or insert a lane's sender.
+    lanes: Arc<Mutex<HashMap<TopicName, mpsc::Sender<Job>>>>,
+    tracker: TaskTracker,
+}
+
+impl Writer {
+    /// Lanes are spawned on `tracker` so shutdown waits for queued writes.
+    pub fn new(pool: PgPool, tracker: TaskTracker) -> Self {
+        Writer {
+            pool,
+            lanes: Arc::default(),
+            tracker,
+        }
+    }
+
+    /// Stores the events of one request in one transaction (possibly shared with other
+    /// requests) and returns them with their offsets.
+    pub async fn write(
+        &self,
+        topic: &TopicName,
+        identifier: &str,
+        events: Vec<ValidEvent>,
+    ) -> Result<Vec<Event>, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            identifier: identifier.to_owned(),
+            events,
+            reply,
+        };
+        let gone = || WriteError::Failed(Error::Unavailable("node is shutting down".into()));
+        self.lane(topic).send(job).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Closes every lane: queued writes finish, then the lane tasks end.
+    pub fn close(&self) {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn lane(&self, topic: &TopicName) -> mpsc::Sender<Job> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = lanes.get(topic) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(LANE_QUEUE);
+        lanes.insert(topic.clone(), tx.clone());
+        self.tracker
+            .spawn(run_lane(self.pool.clone(), topic.clone(), rx));
+        tx
+    }
+}
+
+/// Takes whatever is queued, stores it in one transaction, answers every request.
+async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut size = first.events.len();
+        let mut batch = vec![first];
+        while size < MAX_BATCH_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    size += job.events.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        match store(&pool, &topic, &batch).await {
+            Ok(first_offset) => answer(&topic, batch, first_offset),
+            Err(Error::NotFound(_)) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(WriteError::TopicGone(job.events)));
+                }
+            }
+            Err(e) if batch.len() > 1 => {
+                // One bad request must not fail its neighbours: store each on its own.
+                tracing::warn!(topic = %topic, error = %e, "batched write failed, retrying singly");
+                for job in batch {
+                    let result = store(&pool, &topic, std::slice::from_ref(&job)).await;
+                    match result {
+                        Ok(first_offset) => answer(&topic, vec![job], first_offset),
+                        Err(Error::NotFound(_)) => {
+                            let _ = job.reply.send(Err(WriteError::TopicGone(job.events)));
+                        }
+                        Err(e) => {
+                            let _ = job.reply.send(Err(WriteError::Failed(e)));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(WriteError::Failed(clone_error(&e))));
+                }
+            }
+        }
+    }
+}
+
+fn answer(topic: &TopicName, batch: Vec<Job>, first_offset: i64) {
+    let mut offset = first_offset;
+    for job in batch {
+        let events = job
+            .events
+            .into_iter()
+            .map(|v| {
+                let e = Event::from_valid(v, topic.as_str(), &job.identifier, offset);
+                offset += 1;
+                e
+            })
+            .collect();
+        // The requester may have gone away (client cancelled); the events are stored anyway.
+        let _ = job.reply.send(Ok(events));
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        other => Error::Internal(anyhow::anyhow!("batched write failed: {other}")),
+    }
+}
+
+/// One transaction: reserve offsets, insert every row with a single multi-row INSERT.
+/// Returns the first offset of the batch.
+async fn store(pool: &PgPool, topic: &TopicName, batch: &[Job]) -> Result<i64> {
+    let n: usize = batch.iter().map(|j| j.events.len()).sum();
+    let mut cols = Columns::with_capacity(n);
+    for job in batch {
+        for v in &job.events {
+            cols.push(&job.identifier, v);
+        }
+    }
+    let mut tx = pool.begin().await?;
+    let last: Option<i64> = sqlx::query_scalar(
+        "UPDATE topics SET last_offset = last_offset + $1 WHERE name = $2 RETURNING last_offset",
+    )
+    .bind(n as i64)
+    .bind(topic.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let last = last.ok_or_else(|| Error::not_found("Topic not found"))?;
+    let first = last - n as i64 + 1;
+    let offsets: Vec<i64> = (first..=last).collect();
+    sqlx::query(AssertSqlSafe(format!(
+        r#"INSERT INTO {} ("offset", id, name, topic_identifier, data, source, group_key,
+               reference_key, trace_key, user_id, anonymous_id, occurred_at, context)
+           SELECT o, i, n, ti, d::jsonb, s, g, r, t, u, a, oc, c::jsonb
+           FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                       $12::timestamptz[], $13::text[])
+                AS u(o, i, n, ti, d, s, g, r, t, u, a, oc, c)"#,
+        topic.events_table()
+    )))
+    .bind(offsets)
+    .bind(cols.id)
+    .bind(cols.name)
+    .bind(cols.identifier)
+    .bind(cols.data)
+    .bind(cols.source)
+    .bind(cols.group_key)
+    .bind(cols.reference_key)
+    .bind(cols.trace_key)
+    .bind(cols.user_id)
+    .bind(cols.anonymous_id)
+    .bind(cols.occurred_at)
+    .bind(cols.context)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(first)
+}
+
+/// Column arrays for UNNEST.
+struct Columns {
+    id: Vec<uuid::Uuid>,
+    name: Vec<String>,
+    identifier: Vec<String>,
+    data: Vec<String>,
+    source: Vec<String>,
+    group_key: Vec<String>,
+    reference_key: Vec<String>,
+    trace_key: Vec<String>,
+    user_id: Vec<String>,
+    anonymous_id: Vec<String>,
+    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
+    context: Vec<String>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            id: Vec::with_capacity(n),
+            name: Vec::with_capacity(n),
+            identifier: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            group_key: Vec::with_capacity(n),
+            reference_key: Vec::with_capacity(n),
+            trace_key: Vec::with_capacity(n),
+            user_id: Vec::with_capacity(n),
+            anonymous_id: Vec::with_capacity(n),
+            occurred_at: Vec::with_capacity(n),
+            context: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, identifier: &str, v: &ValidEvent) {
+        let e = &v.event;
+        self.id.push(v.id);
+        self.name.push(e.name.clone());
+        self.identifier.push(identifier.to_owned());
+        self.data.push(e.data.clone());
+        self.source.push(e.source.clone());
+        self.group_key.push(e.group_key.clone());
+        self.reference_key.push(e.reference_key.clone());
+        self.trace_key.push(e.trace_key.clone());
+        self.user_id.push(e.user_id.clone());
+        self.anonymous_id.push(e.anonymous_id.clone());
+        self.occurred_at.push(v.occurred_at);
+        self.context
+            .push(serde_json::to_string(&e.context).unwrap_or_else(|_| "{}".into()));
+    }
+}

@@ -1,0 +1,150 @@
+//! Conversions between protobuf messages and domain types. They live beside the gRPC
+//! adapter so the domain never sees generated code.
+
+use crate::auth::{ApiKey, KeyType};
+use crate::error::{Error, Result};
+use crate::events::{self, DeadLetter, Event, NewEvent, format_time};
+use crate::page::wire;
+use crate::proto;
+use crate::subscriptions::{NewSubscription, Subscription};
+use crate::topics::Topic;
+use uuid::Uuid;
+
+/// Parses an id field; a malformed UUID is INVALID_ARGUMENT (the original crashed with UNKNOWN).
+pub fn parse_id(s: &str, what: &str) -> Result<Uuid> {
+    Uuid::parse_str(s.trim()).map_err(|_| Error::invalid(format!("{what} is not a valid UUID: {s:?}")))
+}
+
+/// Parses a list of ids.
+pub fn parse_ids(v: &[String], what: &str) -> Result<Vec<Uuid>> {
+    v.iter().map(|s| parse_id(s, what)).collect()
+}
+
+pub fn topic(t: Topic) -> proto::Topic {
+    proto::Topic {
+        id: t.id.to_string(),
+        name: t.name,
+    }
+}
+
+pub fn new_event(e: proto::NewEvent) -> NewEvent {
+    NewEvent {
+        name: e.name,
+        data: e.data,
+        source: e.source,
+        group_key: e.group_key,
+        reference_key: e.reference_key,
+        trace_key: e.trace_key,
+        user_id: e.user_id,
+        anonymous_id: e.anonymous_id,
+        occurred_at: e.occurred_at,
+        context: e.context.into_iter().collect(),
+    }
+}
+
+fn new_event_out(e: NewEvent) -> proto::NewEvent {
+    proto::NewEvent {
+        name: e.name,
+        data: e.data,
+        source: e.source,
+        group_key: e.group_key,
+        reference_key: e.reference_key,
+        trace_key: e.trace_key,
+        user_id: e.user_id,
+        anonymous_id: e.anonymous_id,
+        occurred_at: e.occurred_at,
+        context: e.context.into_iter().collect(),
+    }
+}
+
+pub fn event(e: Event) -> proto::Event {
+    proto::Event {
+        topic: e.topic(),
+        id: e.id.to_string(),
+        name: e.name,
+        data: e.data,
+        source: e.source,
+        group_key: e.group_key,
+        reference_key: e.reference_key,
+        trace_key: e.trace_key,
+        user_id: e.user_id,
+        anonymous_id: e.anonymous_id,
+        occurred_at: format_time(&e.occurred_at),
+        context: e.context.into_iter().collect(),
+        // The wire field is int32 (kept for old clients); offsets beyond it saturate.
+        offset: wire(e.offset),
+        errors: vec![],
+    }
+}
+
+pub fn dead_letter(d: DeadLetter) -> proto::DeadLetter {
+    proto::DeadLetter {
+        id: d.id.to_string(),
+        topic: d.topic,
+        event: Some(new_event_out(d.event)),
+        errors: d.errors,
+        inserted_at: format_time(&d.inserted_at),
+    }
+}
+
+pub fn filters(v: Vec<proto::PullEventsFilter>) -> Result<Vec<events::Filter>> {
+    v.into_iter()
+        .map(|f| events::Filter::parse(&f.field, &f.comparison, &f.value))
+        .collect()
+}
+
+pub fn new_subscription(s: proto::NewSubscription) -> NewSubscription {
+    NewSubscription {
+        name: s.name,
+        topic_name: s.topic_name,
+        topic_identifier: s.topic_identifier,
+        push: s.push,
+        config: s.config.into_iter().collect(),
+        paused: s.paused,
+        subscription_type: s.subscription_type,
+    }
+}
+
+pub fn subscription(s: Subscription) -> proto::Subscription {
+    proto::Subscription {
+        id: s.id.to_string(),
+        name: s.name,
+        topic_name: s.topic_name,
+        topic_identifier: s.topic_identifier,
+        push: s.push,
+        config: s.config.into_iter().collect(),
+        paused: s.paused,
+        subscription_type: s.kind.as_str().to_owned(),
+    }
+}
+
+pub fn key_type(t: i32) -> Result<KeyType> {
+    match proto::ApiKeyType::try_from(t) {
+        Ok(proto::ApiKeyType::Producer) => Ok(KeyType::Producer),
+        Ok(proto::ApiKeyType::Consumer) => Ok(KeyType::Consumer),
+        Ok(proto::ApiKeyType::Admin) => Ok(KeyType::Admin),
+        Err(_) => Err(Error::invalid(format!("unknown api key type {t}"))),
+    }
+}
+
+pub fn api_key(k: ApiKey) -> proto::ApiKey {
+    let kind = match k.key_type {
+        KeyType::Producer => proto::ApiKeyType::Producer,
+        KeyType::Consumer => proto::ApiKeyType::Consumer,
+        KeyType::Admin => proto::ApiKeyType::Admin,
+    };
+    let status = if k.revoked {
+        proto::ApiKeyStatus::Revoked
+    } else {
+        proto::ApiKeyStatus::Active
+    };
+    proto::ApiKey {
+        bearer_token: k.bearer_token().unwrap_or_default(),
+        id: k.id.to_string(),
+        key: k.key,
+        secret: k.secret.unwrap_or_default(),
+        status: status as i32,
+        r#type: kind as i32,
+        name: k.name,
+    }
+}

@@ -1,0 +1,39 @@
+//! The one mapping from the domain [`Error`] to gRPC status. Internal causes are logged here
+//! and never sent to the client.
+
+use crate::error::Error;
+use tonic::{Code, Status};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                Code::Internal
+            }
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages() {
+        let s = Status::from(Error::AlreadyExists("Topic already exists".into()));
+        assert_eq!((s.code(), s.message()), (Code::AlreadyExists, "Topic already exists"));
+        let s = Status::from(Error::Internal(anyhow::anyhow!("password=hunter2")));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("hunter2"));
+    }
+}

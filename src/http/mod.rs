@@ -1,0 +1,63 @@
+//! The HTTP transport (axum): liveness, readiness. Websockets, metrics and the admin UI mount
+//! here as they land. Handlers are thin: they call the domain and map its error once.
+
+use crate::app::App;
+use crate::error::Error;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+/// The router of one node.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(app)
+}
+
+/// Alive as long as the process answers.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when not draining, Postgres answers and every migration is applied.
+async fn readyz(State(app): State<App>) -> Response {
+    let draining = app.is_draining();
+    let postgres = crate::db::migrations_applied(&app.pool).await;
+    let ready = !draining && postgres;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "draining": draining,
+        "postgres": if postgres { "ok" } else { "unavailable" },
+        "redis": if app.config.redis_url.is_some() { "configured" } else { "disabled" },
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::AlreadyExists(_) | Error::FailedPrecondition(_) => StatusCode::CONFLICT,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(cause) => {
+                tracing::error!(error = ?cause, "internal error");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        (code, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}

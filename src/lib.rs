@@ -1,0 +1,34 @@
+//! EventRelay: an event streaming and storage server on Postgres.
+//!
+//! The library holds everything; `main.rs` only parses the command line and calls [`run`].
+//! Layers, each knowing only the one below it:
+//! transports ([`grpc`], [`http`]) → domain services ([`topics`], [`events`], [`subscriptions`],
+//! [`auth`], [`live`]) → infrastructure ([`db`], [`config`], [`telemetry`]).
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod http;
+pub mod live;
+pub mod page;
+pub mod subscriptions;
+pub mod telemetry;
+pub mod topics;
+
+/// Generated protobuf and gRPC code for package `eventrelay`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("eventrelay");
+
+    /// Encoded file descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/eventrelay_descriptor.bin"));
+}
+
+pub use app::{App, Listeners, run};
+pub use config::Config;
+pub use error::{Error, Result};

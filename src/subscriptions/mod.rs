@@ -1,0 +1,248 @@
+//! Subscriptions: who receives a topic's events and how (webhook, websocket, or pull).
+//! This module owns their validation and SQL; delivery lives elsewhere.
+
+use sqlx::AssertSqlSafe;
+use crate::auth::Principal;
+use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
+use crate::page::{Page, PageRequest};
+use crate::topics::{TopicName, parse_identifier};
+use base64::Engine;
+use rand::RngCore;
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// How a subscription receives events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// POSTed to `config.endpoint_url` by the owning node.
+    Webhook,
+    /// Pushed to websocket clients that join `events:<id>`.
+    Websocket,
+    /// Pulled or streamed by the client.
+    Api,
+}
+
+impl Kind {
+    /// Parses the wire form; empty means `api`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "webhook" => Ok(Kind::Webhook),
+            "websocket" => Ok(Kind::Websocket),
+            "" | "api" => Ok(Kind::Api),
+            other => Err(Error::invalid(format!(
+                "subscription_type {other:?} is not one of webhook, websocket, api"
+            ))),
+        }
+    }
+
+    /// Wire and stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Webhook => "webhook",
+            Kind::Websocket => "websocket",
+            Kind::Api => "api",
+        }
+    }
+}
+
+/// A subscription to create, as clients send it.
+#[derive(Clone, Debug, Default)]
+pub struct NewSubscription {
+    /// Unique name.
+    pub name: String,
+    /// Existing topic.
+    pub topic_name: String,
+    /// Optional identifier.
+    pub topic_identifier: String,
+    /// Push or pull.
+    pub push: bool,
+    /// Settings.
+    pub config: BTreeMap<String, String>,
+    /// Created paused.
+    pub paused: bool,
+    /// webhook, websocket or api.
+    pub subscription_type: String,
+}
+
+/// A stored subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subscription {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Topic name.
+    pub topic_name: String,
+    /// "" for every identifier.
+    pub topic_identifier: String,
+    /// Push or pull.
+    pub push: bool,
+    /// Settings.
+    pub config: BTreeMap<String, String>,
+    /// Paused.
+    pub paused: bool,
+    /// Kind.
+    pub kind: Kind,
+    /// Standard Webhooks signing secret (`whsec_...`); shown to clients only on creation.
+    pub signing_secret: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    name: String,
+    topic_name: String,
+    topic_identifier: String,
+    push: bool,
+    config: serde_json::Value,
+    paused: bool,
+    subscription_type: String,
+    signing_secret: String,
+}
+
+impl Row {
+    fn into_subscription(self) -> Subscription {
+        Subscription {
+            id: self.id,
+            name: self.name,
+            topic_name: self.topic_name,
+            topic_identifier: self.topic_identifier,
+            push: self.push,
+            config: serde_json::from_value(self.config).unwrap_or_default(),
+            paused: self.paused,
+            kind: Kind::parse(&self.subscription_type).unwrap_or(Kind::Api),
+            signing_secret: self.signing_secret,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, name, topic_name, topic_identifier, push, config, paused, subscription_type, signing_secret";
+
+/// Validates a webhook endpoint: an absolute http(s) URL with a host.
+pub fn validate_endpoint(url: &str) -> Result<url::Url> {
+    let u = url::Url::parse(url)
+        .map_err(|e| Error::invalid(format!("config.endpoint_url is not a valid URL: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+        return Err(Error::invalid("config.endpoint_url must be an http or https URL with a host"));
+    }
+    Ok(u)
+}
+
+/// The subscriptions service.
+#[derive(Clone)]
+pub struct Subscriptions {
+    pool: PgPool,
+}
+
+impl Subscriptions {
+    /// The service over a pool.
+    pub fn new(pool: PgPool) -> Self {
+        Subscriptions { pool }
+    }
+
+    /// Creates a subscription (admins only).
+    pub async fn create(&self, p: &Principal, new: NewSubscription) -> Result<Subscription> {
+        p.require_admin("create subscriptions")?;
+        let name = new.name.trim();
+        if name.is_empty() || name.len() > 255 {
+            return Err(Error::invalid("name must be 1-255 characters"));
+        }
+        let topic = TopicName::parse(&new.topic_name)?;
+        if !new.topic_identifier.is_empty() {
+            parse_identifier(&new.topic_identifier)?;
+        }
+        let kind = Kind::parse(&new.subscription_type)?;
+        if kind == Kind::Webhook {
+            let url = new.config.get("endpoint_url").map(String::as_str).unwrap_or("");
+            if url.is_empty() {
+                return Err(Error::invalid("webhook subscriptions need config.endpoint_url"));
+            }
+            validate_endpoint(url)?;
+        }
+        let mut secret = [0u8; 24];
+        rand::rng().fill_bytes(&mut secret);
+        let signing_secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(secret)
+        );
+        let row = sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
+            "INSERT INTO subscriptions (id, name, topic_name, topic_identifier, push, paused,
+                 subscription_type, config, signing_secret)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM topics WHERE name = $3)
+             RETURNING {COLUMNS}"
+        )))
+        .bind(Uuid::now_v7())
+        .bind(name)
+        .bind(topic.as_str())
+        .bind(&new.topic_identifier)
+        .bind(new.push)
+        .bind(new.paused)
+        .bind(kind.as_str())
+        .bind(serde_json::to_value(&new.config).unwrap_or_default())
+        .bind(&signing_secret)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| {
+            if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
+                Error::AlreadyExists("Subscription with that name already exists".into())
+            } else if sqlstate(&e).as_deref() == Some("23503") {
+                // The topic was dropped between the EXISTS check and the insert.
+                Error::not_found("Topic not found")
+            } else {
+                e.into()
+            }
+        })?;
+        row.map(Row::into_subscription)
+            .ok_or_else(|| Error::not_found("Topic not found"))
+    }
+
+    /// One subscription (admins, or consumers associated with it).
+    pub async fn get(&self, p: &Principal, id: Uuid) -> Result<Subscription> {
+        p.authorize_subscription(id)?;
+        self.find(id).await
+    }
+
+    /// One subscription, no authorization (internal use: delivery, websockets after auth).
+    pub async fn find(&self, id: Uuid) -> Result<Subscription> {
+        sqlx::query_as::<_, Row>(AssertSqlSafe(format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(Row::into_subscription)
+            .ok_or_else(|| Error::not_found("Subscription not found"))
+    }
+
+    /// Lists subscriptions by name (admins only).
+    pub async fn list(&self, p: &Principal, req: PageRequest) -> Result<Page<Subscription>> {
+        p.require_admin("list subscriptions")?;
+        let rows = sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM subscriptions ORDER BY name LIMIT $1 OFFSET $2"
+        )))
+        .bind(req.size)
+        .bind(req.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriptions")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Page::new(
+            req,
+            rows.into_iter().map(Row::into_subscription).collect(),
+            total,
+        ))
+    }
+
+    /// Deletes a subscription (admins only).
+    pub async fn delete(&self, p: &Principal, id: Uuid) -> Result<Subscription> {
+        p.require_admin("delete subscriptions")?;
+        sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
+            "DELETE FROM subscriptions WHERE id = $1 RETURNING {COLUMNS}"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Row::into_subscription)
+        .ok_or_else(|| Error::not_found("Subscription not found"))
+    }
+}

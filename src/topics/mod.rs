@@ -1,0 +1,172 @@
+//! Topics: named event streams. Each topic owns two tables, `<name>_events` and
+//! `<name>_deliveries`, created and dropped in the same transaction as its row, so no reader
+//! or publisher can ever see a half-made topic.
+
+mod name;
+
+pub use name::{MAX_IDENTIFIER_LEN, MAX_NAME_LEN, TopicName, TopicRef, parse_identifier};
+
+use sqlx::AssertSqlSafe;
+use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
+use crate::page::{Page, PageRequest};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A topic row.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Topic {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name (valid by construction of the table's CHECK).
+    pub name: String,
+}
+
+/// Creates, lists and drops topics.
+#[derive(Clone)]
+pub struct Topics {
+    pool: PgPool,
+}
+
+/// DDL of a topic's tables. `{events}` and `{deliveries}` are replaced with quoted identifiers
+/// from [`TopicName`], never with client text. Indexes serve pulls by offset, by identifier and
+/// by name (the common filters); Postgres names them, so long topic names cannot collide.
+const TOPIC_DDL: &str = r#"
+CREATE TABLE {events} (
+    "offset"         bigint PRIMARY KEY,
+    id               uuid NOT NULL,
+    name             text NOT NULL,
+    topic_identifier text NOT NULL DEFAULT '',
+    data             jsonb NOT NULL,
+    source           text NOT NULL DEFAULT '',
+    group_key        text NOT NULL DEFAULT '',
+    reference_key    text NOT NULL DEFAULT '',
+    trace_key        text NOT NULL DEFAULT '',
+    user_id          text NOT NULL DEFAULT '',
+    anonymous_id     text NOT NULL DEFAULT '',
+    occurred_at      timestamptz NOT NULL,
+    context          jsonb NOT NULL DEFAULT '{}',
+    inserted_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON {events} (topic_identifier, "offset");
+CREATE INDEX ON {events} (name, "offset");
+CREATE TABLE {deliveries} (
+    id              uuid PRIMARY KEY,
+    subscription_id uuid NOT NULL,
+    event_offset    bigint NOT NULL,
+    event_id        uuid NOT NULL,
+    attempt         integer NOT NULL,
+    status          text NOT NULL,
+    response_status integer,
+    error           text,
+    duration_ms     integer NOT NULL DEFAULT 0,
+    attempted_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON {deliveries} (subscription_id, event_offset);
+"#;
+
+impl Topics {
+    /// The service over a pool.
+    pub fn new(pool: PgPool) -> Self {
+        Topics { pool }
+    }
+
+    /// Creates a topic and its tables in one transaction.
+    #[tracing::instrument(skip(self), fields(topic = %name))]
+    pub async fn create(&self, name: &TopicName) -> Result<Topic> {
+        let mut tx = self.pool.begin().await?;
+        let topic = sqlx::query_as::<_, Topic>(
+            "INSERT INTO topics (id, name) VALUES ($1, $2) RETURNING id, name",
+        )
+        .bind(Uuid::now_v7())
+        .bind(name.as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(already_exists)?;
+        let ddl = TOPIC_DDL
+            .replace("{events}", &name.events_table())
+            .replace("{deliveries}", &name.deliveries_table());
+        sqlx::raw_sql(AssertSqlSafe(ddl))
+            .execute(&mut *tx)
+            .await
+            .map_err(already_exists)?;
+        tx.commit().await?;
+        Ok(topic)
+    }
+
+    /// Lists topics by name, a page at a time.
+    pub async fn list(&self, req: PageRequest) -> Result<Page<Topic>> {
+        self.search(req, "").await
+    }
+
+    /// Lists topics whose name contains `needle` (for the UI's search), a page at a time.
+    pub async fn search(&self, req: PageRequest, needle: &str) -> Result<Page<Topic>> {
+        let pattern = format!("%{}%", needle.replace('\\', "\\\\").replace(['%', '_'], "\\$0"));
+        let items = sqlx::query_as::<_, Topic>(
+            "SELECT id, name FROM topics WHERE name LIKE $1 ORDER BY name LIMIT $2 OFFSET $3",
+        )
+        .bind(&pattern)
+        .bind(req.size)
+        .bind(req.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM topics WHERE name LIKE $1")
+            .bind(&pattern)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Page::new(req, items, total))
+    }
+
+    /// Drops a topic, its tables, its subscriptions and its key associations, in one
+    /// transaction. Deleting the row first waits for any publisher holding it (publishers lock
+    /// the row), so a publish either commits before the drop or finds the topic gone.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete(&self, id: Uuid) -> Result<Topic> {
+        let mut tx = self.pool.begin().await?;
+        let topic = sqlx::query_as::<_, Topic>("DELETE FROM topics WHERE id = $1 RETURNING id, name")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found("Topic not found"))?;
+        let name = TopicName::parse(&topic.name)?;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+            name.events_table(),
+            name.deliveries_table()
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM api_key_topics WHERE topic_name = $1")
+            .bind(name.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(topic)
+    }
+
+    /// The topic of that name, if it exists.
+    pub async fn get_by_name(&self, name: &TopicName) -> Result<Option<Topic>> {
+        Ok(
+            sqlx::query_as::<_, Topic>("SELECT id, name FROM topics WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Highest committed offset of a topic (also its event count: offsets are contiguous from 1).
+    pub async fn last_offset(&self, name: &TopicName) -> Result<i64> {
+        sqlx::query_scalar("SELECT last_offset FROM topics WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::not_found("Topic not found"))
+    }
+}
+
+fn already_exists(e: sqlx::Error) -> Error {
+    if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
+        Error::AlreadyExists("Topic already exists".into())
+    } else {
+        e.into()
+    }
+}

@@ -1,0 +1,13 @@
+//! Integration tests: real nodes on port 0 against real Postgres (a fresh database per
+//! test), called over real gRPC and HTTP sockets. One binary, shared helpers in `helpers`.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod offsets;
+mod publish;
+mod pull;
+mod races;
+mod subscriptions;
+mod topics;
