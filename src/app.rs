@@ -46,6 +46,7 @@ impl App {
     /// Connects, migrates and builds the services. Background work is spawned on `tracker`.
     pub async fn start(config: Config, tracker: &TaskTracker) -> anyhow::Result<App> {
         config.validate().map_err(anyhow::Error::msg)?;
+        crate::install_crypto_provider();
         if config.jwt_secret.is_none() {
             tracing::warn!(
                 "ER_JWT_SECRET is not set: using the public development secret; \
@@ -111,7 +112,11 @@ impl Listeners {
 }
 
 /// Runs a node until `shutdown` is cancelled, then drains and returns.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let app = App::start(config, &tracker).await?;
     let grace = app.config.shutdown_grace();

@@ -180,7 +180,11 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("ER_CLUSTER_NAME"));
         let mut bad = c.clone();
         bad.max_events_per_request = 0;
-        assert!(bad.validate().unwrap_err().contains("ER_MAX_EVENTS_PER_REQUEST"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .contains("ER_MAX_EVENTS_PER_REQUEST")
+        );
     }
 
     #[test]

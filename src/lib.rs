@@ -32,3 +32,9 @@ pub mod proto {
 pub use app::{App, Listeners, run};
 pub use config::Config;
 pub use error::{Error, Result};
+
+/// Installs the process-wide TLS crypto provider (ring) once; later calls do nothing.
+/// reqwest and sqlx use rustls without a built-in provider, to avoid building aws-lc.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

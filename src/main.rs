@@ -7,7 +7,11 @@ use eventrelay::topics::TopicRef;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "eventrelay", version, about = "Event streaming and storage server on Postgres")]
+#[command(
+    name = "eventrelay",
+    version,
+    about = "Event streaming and storage server on Postgres"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -48,9 +52,7 @@ enum ApiKeyCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = eventrelay::telemetry::init(cli.config.log_format);
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .map_err(|_| anyhow::anyhow!("installing the TLS crypto provider"))?;
+    eventrelay::install_crypto_provider();
     if let Err(e) = cli.config.validate() {
         anyhow::bail!("invalid configuration: {e}");
     }
@@ -63,7 +65,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::ApiKey {
-            command: ApiKeyCommand::Create { key_type, topics, name },
+            command:
+                ApiKeyCommand::Create {
+                    key_type,
+                    topics,
+                    name,
+                },
         } => {
             let pool = eventrelay::db::connect(&cli.config.database_url, 2).await?;
             eventrelay::db::migrate(&pool).await?;

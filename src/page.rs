@@ -55,7 +55,11 @@ impl<T> Page<T> {
         Page {
             items,
             total_count,
-            next_page: if req.page < total_pages { req.page + 1 } else { 0 },
+            next_page: if req.page < total_pages {
+                req.page + 1
+            } else {
+                0
+            },
             previous_page: if req.page > 1 { req.page - 1 } else { 0 },
             total_pages,
         }

@@ -55,7 +55,9 @@ impl Jwt {
             expiration
         };
         if exp <= now {
-            return Err(Error::invalid("expiration must be in the future (unix seconds)"));
+            return Err(Error::invalid(
+                "expiration must be in the future (unix seconds)",
+            ));
         }
         let claims = Claims {
             api_key_id: p.key_id.to_string(),

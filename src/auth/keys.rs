@@ -1,7 +1,6 @@
 //! API keys in Postgres: creation (secret shown once, stored as SHA-256), revocation, and the
 //! topic and subscription grants that make up a key's [`Principal`].
 
-use sqlx::AssertSqlSafe;
 use super::principal::{KeyType, Principal, SubscriptionGrant, TopicGrant};
 use crate::error::{Error, Result};
 use crate::topics::TopicRef;
@@ -9,6 +8,7 @@ use base64::Engine;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
+use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -140,19 +140,23 @@ impl ApiKeys {
             Some(row) => row.into_key(),
             None => {
                 self.get(id).await?;
-                Err(Error::FailedPrecondition("ApiKey is already revoked".into()))
+                Err(Error::FailedPrecondition(
+                    "ApiKey is already revoked".into(),
+                ))
             }
         }
     }
 
     /// One key, without secret.
     pub async fn get(&self, id: Uuid) -> Result<ApiKey> {
-        sqlx::query_as::<_, KeyRow>(AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| Error::not_found("ApiKey not found"))?
-            .into_key()
+        sqlx::query_as::<_, KeyRow>(AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found("ApiKey not found"))?
+        .into_key()
     }
 
     /// All keys, newest first (for the admin UI).
@@ -222,7 +226,11 @@ impl ApiKeys {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(subs.iter().copied().filter(|s| removed.contains(s)).collect())
+        Ok(subs
+            .iter()
+            .copied()
+            .filter(|s| removed.contains(s))
+            .collect())
     }
 
     async fn lock_key(&self, tx: &mut sqlx::PgConnection, id: Uuid) -> Result<()> {
@@ -335,7 +343,9 @@ async fn add_subscriptions(
         .fetch_all(&mut *tx)
         .await?;
     if let Some(missing) = subs.iter().find(|s| !known.contains(s)) {
-        return Err(Error::not_found(format!("Subscription not found: {missing}")));
+        return Err(Error::not_found(format!(
+            "Subscription not found: {missing}"
+        )));
     }
     let mut added = Vec::new();
     for s in subs {

@@ -93,7 +93,9 @@ impl Auth {
                 Error::Unauthenticated("Invalid credentials: could not decode bearer token".into())
             })?;
         let cache_key = format!("k:{key}");
-        let entry = self.lookup(&cache_key, || self.keys.record_by_key(&key)).await?;
+        let entry = self
+            .lookup(&cache_key, || self.keys.record_by_key(&key))
+            .await?;
         let record = entry.record.as_ref().ok_or_else(invalid)?;
         let matches: bool = hash_secret(&secret).ct_eq(&record.secret_hash).into();
         if !matches || record.revoked {
@@ -109,7 +111,9 @@ impl Auth {
         }
         let id = self.jwt.verify(token)?;
         let cache_key = format!("i:{id}");
-        let entry = self.lookup(&cache_key, || self.keys.record_by_id(id)).await?;
+        let entry = self
+            .lookup(&cache_key, || self.keys.record_by_id(id))
+            .await?;
         match &entry.record {
             Some(r) if !r.revoked => self.principal_of(&cache_key, entry).await,
             _ => Err(invalid()),

@@ -186,7 +186,11 @@ mod tests {
             ("users", "", "orders", false),
         ];
         for (name, ident, topic, want) in table {
-            assert_eq!(grant(name, ident).covers(&t(topic)), want, "{name}:{ident} vs {topic}");
+            assert_eq!(
+                grant(name, ident).covers(&t(topic)),
+                want,
+                "{name}:{ident} vs {topic}"
+            );
         }
     }
 
@@ -217,6 +221,10 @@ mod tests {
         assert!(consumer.authorize_publish(&t("users")).is_err());
         assert!(consumer.authorize_subscription(sub).is_ok());
         assert!(consumer.authorize_subscription(Uuid::now_v7()).is_err());
-        assert!(Principal::anonymous_admin().authorize_publish(&t("x")).is_ok());
+        assert!(
+            Principal::anonymous_admin()
+                .authorize_publish(&t("x"))
+                .is_ok()
+        );
     }
 }

@@ -97,15 +97,19 @@ impl Filter {
             Target::Text(col, value.to_owned())
         } else {
             match field {
-                "offset" => Target::Offset(value.parse().map_err(|_| bad("value must be an integer"))?),
-                "occurred_at" => {
-                    Target::Time(parse_time(value).ok_or_else(|| bad("value must be an ISO-8601 time"))?)
+                "offset" => {
+                    Target::Offset(value.parse().map_err(|_| bad("value must be an integer"))?)
                 }
+                "occurred_at" => Target::Time(
+                    parse_time(value).ok_or_else(|| bad("value must be an ISO-8601 time"))?,
+                ),
                 "id" => {
                     if !matches!(op, Op::Eq | Op::Ne) {
                         return Err(bad("ids compare only with == or !="));
                     }
-                    Target::Id(uuid::Uuid::parse_str(value).map_err(|_| bad("value must be a UUID"))?)
+                    Target::Id(
+                        uuid::Uuid::parse_str(value).map_err(|_| bad("value must be a UUID"))?,
+                    )
                 }
                 _ => {
                     return Err(Error::invalid(format!(
@@ -199,7 +203,9 @@ mod tests {
     fn sql_binds_values() {
         let mut qb = QueryBuilder::<Postgres>::new("SELECT 1 WHERE true");
         Filter::parse("data.x", ">", "5").unwrap().push_sql(&mut qb);
-        Filter::parse("name", "==", "'; drop").unwrap().push_sql(&mut qb);
+        Filter::parse("name", "==", "'; drop")
+            .unwrap()
+            .push_sql(&mut qb);
         let sql = qb.sql().as_str().to_owned();
         assert!(!sql.contains("drop"), "{sql}");
         assert!(sql.contains("numeric END) > $3"), "{sql}");

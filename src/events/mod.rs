@@ -79,7 +79,10 @@ impl Events {
             Err(e) => {
                 principal.may_publish_somewhere()?;
                 let reason = e.to_string();
-                let refused: Vec<_> = events.into_iter().map(|e| (e, vec![reason.clone()])).collect();
+                let refused: Vec<_> = events
+                    .into_iter()
+                    .map(|e| (e, vec![reason.clone()]))
+                    .collect();
                 dead_letters::record(&self.pool, topic, &refused).await?;
                 return Err(e);
             }
@@ -150,10 +153,12 @@ impl Events {
     }
 
     async fn topic_exists(&self, name: &TopicName) -> Result<bool> {
-        Ok(sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM topics WHERE name = $1)")
-            .bind(name.as_str())
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM topics WHERE name = $1)")
+                .bind(name.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Reads a batch of stored events.

@@ -47,7 +47,11 @@ impl NewEvent {
             &self.occurred_at,
         ];
         fields.iter().map(|f| f.len()).sum::<usize>()
-            + self.context.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .context
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
     }
 }
 
@@ -175,7 +179,9 @@ pub fn validate(mut e: NewEvent) -> Result<ValidEvent, (NewEvent, Vec<String>)> 
     if e.name.trim().is_empty() {
         errors.push("name can't be blank".to_owned());
     } else if e.name.len() > MAX_EVENT_NAME_LEN {
-        errors.push(format!("name must be at most {MAX_EVENT_NAME_LEN} characters"));
+        errors.push(format!(
+            "name must be at most {MAX_EVENT_NAME_LEN} characters"
+        ));
     }
     if e.data.trim().is_empty() {
         e.data = "{}".into();
@@ -197,11 +203,19 @@ pub fn validate(mut e: NewEvent) -> Result<ValidEvent, (NewEvent, Vec<String>)> 
             e.occurred_at
         ));
     }
-    let has_nul = [&e.name, &e.source, &e.group_key, &e.reference_key, &e.trace_key]
-        .iter()
-        .chain([&e.user_id, &e.anonymous_id].iter())
-        .any(|s| s.contains('\0'))
-        || e.context.iter().any(|(k, v)| k.contains('\0') || v.contains('\0'));
+    let has_nul = [
+        &e.name,
+        &e.source,
+        &e.group_key,
+        &e.reference_key,
+        &e.trace_key,
+    ]
+    .iter()
+    .chain([&e.user_id, &e.anonymous_id].iter())
+    .any(|s| s.contains('\0'))
+        || e.context
+            .iter()
+            .any(|(k, v)| k.contains('\0') || v.contains('\0'));
     if has_nul {
         errors.push("text fields must not contain NUL characters".to_owned());
     }

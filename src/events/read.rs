@@ -150,7 +150,9 @@ pub async fn read_after(
     push_scope(&mut qb, topic, filters);
     qb.push(" ORDER BY \"offset\" LIMIT ").push_bind(limit);
     let rows = qb.build().fetch_all(pool).await.map_err(topic_gone)?;
-    rows.iter().map(|r| event_from_row(&topic.name, r)).collect()
+    rows.iter()
+        .map(|r| event_from_row(&topic.name, r))
+        .collect()
 }
 
 fn event_from_row(topic: &TopicName, r: &sqlx::postgres::PgRow) -> Result<Event> {

@@ -7,10 +7,10 @@
 //! reader of "offset > N" can never miss a row that commits later. Batching many requests
 //! into one transaction is what keeps that serialisation fast.
 
-use sqlx::AssertSqlSafe;
 use super::model::{Event, ValidEvent};
 use crate::error::{Error, Result};
 use crate::topics::TopicName;
+use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 /// Parses an id field; a malformed UUID is INVALID_ARGUMENT (the original crashed with UNKNOWN).
 pub fn parse_id(s: &str, what: &str) -> Result<Uuid> {
-    Uuid::parse_str(s.trim()).map_err(|_| Error::invalid(format!("{what} is not a valid UUID: {s:?}")))
+    Uuid::parse_str(s.trim())
+        .map_err(|_| Error::invalid(format!("{what} is not a valid UUID: {s:?}")))
 }
 
 /// Parses a list of ids.

@@ -31,7 +31,10 @@ mod tests {
     #[test]
     fn codes_and_messages() {
         let s = Status::from(Error::AlreadyExists("Topic already exists".into()));
-        assert_eq!((s.code(), s.message()), (Code::AlreadyExists, "Topic already exists"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::AlreadyExists, "Topic already exists")
+        );
         let s = Status::from(Error::Internal(anyhow::anyhow!("password=hunter2")));
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("hunter2"));

@@ -1,13 +1,13 @@
 //! Subscriptions: who receives a topic's events and how (webhook, websocket, or pull).
 //! This module owns their validation and SQL; delivery lives elsewhere.
 
-use sqlx::AssertSqlSafe;
 use crate::auth::Principal;
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};
 use crate::topics::{TopicName, parse_identifier};
 use base64::Engine;
 use rand::RngCore;
+use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -124,7 +124,9 @@ pub fn validate_endpoint(url: &str) -> Result<url::Url> {
     let u = url::Url::parse(url)
         .map_err(|e| Error::invalid(format!("config.endpoint_url is not a valid URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
-        return Err(Error::invalid("config.endpoint_url must be an http or https URL with a host"));
+        return Err(Error::invalid(
+            "config.endpoint_url must be an http or https URL with a host",
+        ));
     }
     Ok(u)
 }
@@ -154,9 +156,15 @@ impl Subscriptions {
         }
         let kind = Kind::parse(&new.subscription_type)?;
         if kind == Kind::Webhook {
-            let url = new.config.get("endpoint_url").map(String::as_str).unwrap_or("");
+            let url = new
+                .config
+                .get("endpoint_url")
+                .map(String::as_str)
+                .unwrap_or("");
             if url.is_empty() {
-                return Err(Error::invalid("webhook subscriptions need config.endpoint_url"));
+                return Err(Error::invalid(
+                    "webhook subscriptions need config.endpoint_url",
+                ));
             }
             validate_endpoint(url)?;
         }
@@ -205,12 +213,14 @@ impl Subscriptions {
 
     /// One subscription, no authorization (internal use: delivery, websockets after auth).
     pub async fn find(&self, id: Uuid) -> Result<Subscription> {
-        sqlx::query_as::<_, Row>(AssertSqlSafe(format!("SELECT {COLUMNS} FROM subscriptions WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(Row::into_subscription)
-            .ok_or_else(|| Error::not_found("Subscription not found"))
+        sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM subscriptions WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Row::into_subscription)
+        .ok_or_else(|| Error::not_found("Subscription not found"))
     }
 
     /// Lists subscriptions by name (admins only).

@@ -6,9 +6,9 @@ mod name;
 
 pub use name::{MAX_IDENTIFIER_LEN, MAX_NAME_LEN, TopicName, TopicRef, parse_identifier};
 
-use sqlx::AssertSqlSafe;
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};
+use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -100,7 +100,10 @@ impl Topics {
 
     /// Lists topics whose name contains `needle` (for the UI's search), a page at a time.
     pub async fn search(&self, req: PageRequest, needle: &str) -> Result<Page<Topic>> {
-        let pattern = format!("%{}%", needle.replace('\\', "\\\\").replace(['%', '_'], "\\$0"));
+        let pattern = format!(
+            "%{}%",
+            needle.replace('\\', "\\\\").replace(['%', '_'], "\\$0")
+        );
         let items = sqlx::query_as::<_, Topic>(
             "SELECT id, name FROM topics WHERE name LIKE $1 ORDER BY name LIMIT $2 OFFSET $3",
         )
@@ -122,11 +125,12 @@ impl Topics {
     #[tracing::instrument(skip(self))]
     pub async fn delete(&self, id: Uuid) -> Result<Topic> {
         let mut tx = self.pool.begin().await?;
-        let topic = sqlx::query_as::<_, Topic>("DELETE FROM topics WHERE id = $1 RETURNING id, name")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::not_found("Topic not found"))?;
+        let topic =
+            sqlx::query_as::<_, Topic>("DELETE FROM topics WHERE id = $1 RETURNING id, name")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::not_found("Topic not found"))?;
         let name = TopicName::parse(&topic.name)?;
         sqlx::raw_sql(AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",

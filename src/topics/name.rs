@@ -90,7 +90,9 @@ impl TopicRef {
 /// Validates a topic identifier: 1-255 printable characters.
 pub fn parse_identifier(i: &str) -> Result<String> {
     if i.is_empty() {
-        return Err(Error::invalid("Topic identifier after ':' must not be empty"));
+        return Err(Error::invalid(
+            "Topic identifier after ':' must not be empty",
+        ));
     }
     if i.len() > MAX_IDENTIFIER_LEN {
         return Err(Error::invalid(format!(
@@ -98,7 +100,9 @@ pub fn parse_identifier(i: &str) -> Result<String> {
         )));
     }
     if i.chars().any(char::is_control) {
-        return Err(Error::invalid("Topic identifier must not contain control characters"));
+        return Err(Error::invalid(
+            "Topic identifier must not contain control characters",
+        ));
     }
     Ok(i.to_owned())
 }

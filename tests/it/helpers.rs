@@ -54,7 +54,9 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside async context: a short-lived runtime on its own thread.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
                     if let Ok(mut c) =
@@ -83,6 +85,7 @@ pub struct Node {
 
 impl Node {
     pub async fn start(config: Config) -> Node {
+        eventrelay::install_crypto_provider();
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
@@ -165,7 +168,9 @@ impl TestCluster {
         for _ in 0..n {
             nodes.push(Node::start(config.clone()).await);
         }
-        let pool = eventrelay::db::connect(&db.url, 4).await.expect("test pool");
+        let pool = eventrelay::db::connect(&db.url, 4)
+            .await
+            .expect("test pool");
         let admin = ApiKeys::new(pool.clone())
             .create(KeyType::Admin, "test admin", &[], &[])
             .await
@@ -220,7 +225,10 @@ pub fn event(name: &str, data: &str) -> eventrelay::proto::NewEvent {
 pub async fn create_topic(c: &TestCluster, name: &str) -> eventrelay::proto::Topic {
     c.client(0)
         .await
-        .create_topic(authed(&c.admin, eventrelay::proto::CreateTopicRequest { name: name.into() }))
+        .create_topic(authed(
+            &c.admin,
+            eventrelay::proto::CreateTopicRequest { name: name.into() },
+        ))
         .await
         .expect("create topic")
         .into_inner()
@@ -267,4 +275,36 @@ pub fn assert_code<T: std::fmt::Debug>(
             }
         }
     }
+}
+
+/// Creates a pull ("api") subscription through the admin API.
+pub async fn create_subscription(
+    c: &TestCluster,
+    name: &str,
+    topic_name: &str,
+    topic_identifier: &str,
+) -> eventrelay::proto::Subscription {
+    c.client(0)
+        .await
+        .create_subscription(authed(
+            &c.admin,
+            eventrelay::proto::CreateSubscriptionRequest {
+                subscription: Some(eventrelay::proto::NewSubscription {
+                    name: name.into(),
+                    topic_name: topic_name.into(),
+                    topic_identifier: topic_identifier.into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("create subscription")
+        .into_inner()
+        .subscription
+        .expect("subscription")
+}
+
+/// Parses a subscription id returned by the API.
+pub fn sub_id(s: &eventrelay::proto::Subscription) -> Uuid {
+    Uuid::parse_str(&s.id).expect("subscription id is a UUID")
 }
