@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod auth_matrix;
 mod cli;
 mod offsets;
 mod publish;
