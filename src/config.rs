@@ -121,10 +121,8 @@ impl Config {
         {
             return Err("ER_CLUSTER_NAME must be letters, digits, - or _".into());
         }
-        if let Some(s) = &self.jwt_secret {
-            if s.len() < 8 {
-                return Err("ER_JWT_SECRET must be at least 8 characters".into());
-            }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 8) {
+            return Err("ER_JWT_SECRET must be at least 8 characters".into());
         }
         Ok(())
     }

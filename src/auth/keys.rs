@@ -81,6 +81,17 @@ fn random_string(len: usize) -> String {
         .collect()
 }
 
+/// Key type, topic grant names and identifiers, subscription ids with their topic names and
+/// identifiers: parallel arrays, one round trip.
+type GrantsRow = (
+    String,
+    Vec<String>,
+    Vec<String>,
+    Vec<Uuid>,
+    Vec<String>,
+    Vec<String>,
+);
+
 const KEY_COLUMNS: &str = "id, key, key_type, status, name";
 
 /// The key store.
@@ -271,7 +282,7 @@ impl ApiKeys {
 
     /// The key's principal with its current grants, in one round trip.
     pub(crate) async fn principal(&self, id: Uuid) -> Result<Principal> {
-        let row: Option<(String, Vec<String>, Vec<String>, Vec<Uuid>, Vec<String>, Vec<String>)> =
+        let row: Option<GrantsRow> =
             sqlx::query_as(
                 "SELECT k.key_type,
                     ARRAY(SELECT topic_name FROM api_key_topics WHERE api_key_id = k.id ORDER BY topic_name, topic_identifier),

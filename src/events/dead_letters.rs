@@ -1,7 +1,7 @@
 //! The dead-letter table: events refused at publish time, kept with every reason, so a
 //! producer's mistakes are visible instead of silently dropped.
 
-use super::model::NewEvent;
+use super::model::{NewEvent, Refused};
 use crate::error::Result;
 use crate::page::{Page, PageRequest};
 use chrono::{DateTime, Utc};
@@ -23,8 +23,17 @@ pub struct DeadLetter {
     pub inserted_at: DateTime<Utc>,
 }
 
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    topic: String,
+    event: serde_json::Value,
+    errors: Vec<String>,
+    inserted_at: DateTime<Utc>,
+}
+
 /// Stores refused events, all of one request in one statement.
-pub async fn record(pool: &PgPool, topic: &str, refused: &[(NewEvent, Vec<String>)]) -> Result<()> {
+pub async fn record(pool: &PgPool, topic: &str, refused: &[Refused]) -> Result<()> {
     if refused.is_empty() {
         return Ok(());
     }
@@ -32,12 +41,12 @@ pub async fn record(pool: &PgPool, topic: &str, refused: &[(NewEvent, Vec<String
     let ids: Vec<Uuid> = refused.iter().map(|_| Uuid::now_v7()).collect();
     let events: Vec<String> = refused
         .iter()
-        .map(|(e, _)| serde_json::to_string(e).unwrap_or_else(|_| "{}".into()))
+        .map(|r| serde_json::to_string(&r.event).unwrap_or_else(|_| "{}".into()))
         .collect();
     // Postgres has no ragged arrays: errors travel as one JSON array per event.
     let errors: Vec<String> = refused
         .iter()
-        .map(|(_, errs)| serde_json::to_string(errs).unwrap_or_else(|_| "[]".into()))
+        .map(|r| serde_json::to_string(&r.errors).unwrap_or_else(|_| "[]".into()))
         .collect();
     sqlx::query(
         "INSERT INTO dead_letters (id, topic, topic_name, event, errors)
@@ -61,7 +70,7 @@ fn strip_nul(s: &str) -> String {
 
 /// Lists dead letters, newest first, optionally of one topic name.
 pub async fn list(pool: &PgPool, topic_name: &str, req: PageRequest) -> Result<Page<DeadLetter>> {
-    let rows: Vec<(Uuid, String, serde_json::Value, Vec<String>, DateTime<Utc>)> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, topic, event, errors, inserted_at FROM dead_letters
          WHERE ($1 = '' OR topic_name = $1) ORDER BY inserted_at DESC, id DESC LIMIT $2 OFFSET $3",
     )
@@ -77,12 +86,12 @@ pub async fn list(pool: &PgPool, topic_name: &str, req: PageRequest) -> Result<P
             .await?;
     let items = rows
         .into_iter()
-        .map(|(id, topic, event, errors, inserted_at)| DeadLetter {
-            id,
-            topic,
-            event: serde_json::from_value(event).unwrap_or_default(),
-            errors,
-            inserted_at,
+        .map(|r| DeadLetter {
+            id: r.id,
+            topic: r.topic,
+            event: serde_json::from_value(r.event).unwrap_or_default(),
+            errors: r.errors,
+            inserted_at: r.inserted_at,
         })
         .collect();
     Ok(Page::new(req, items, total))

@@ -10,7 +10,7 @@ mod writer;
 
 pub use dead_letters::DeadLetter;
 pub use filter::Filter;
-pub use model::{Event, NewEvent, ValidEvent, format_time, parse_time, validate};
+pub use model::{Event, NewEvent, Refused, ValidEvent, format_time, parse_time, validate};
 pub use read::{DEFAULT_BATCH, MAX_BATCH, PullBatch, PullQuery, read_after};
 pub use writer::{WriteError, Writer};
 
@@ -81,7 +81,7 @@ impl Events {
                 let reason = e.to_string();
                 let refused: Vec<_> = events
                     .into_iter()
-                    .map(|e| (e, vec![reason.clone()]))
+                    .map(|ev| Refused::new(ev, reason.clone()))
                     .collect();
                 dead_letters::record(&self.pool, topic, &refused).await?;
                 return Err(e);
@@ -94,7 +94,7 @@ impl Events {
         for e in events {
             match validate(e) {
                 Ok(v) => valid.push(v),
-                Err(r) => refused.push(r),
+                Err(r) => refused.push(*r),
             }
         }
         dead_letters::record(&self.pool, topic, &refused).await?;
@@ -122,7 +122,7 @@ impl Events {
             Err(WriteError::TopicGone(valid)) => {
                 let refused: Vec<_> = valid
                     .into_iter()
-                    .map(|v| (v.event, vec!["Topic not found".to_owned()]))
+                    .map(|v| Refused::new(v.event, "Topic not found"))
                     .collect();
                 dead_letters::record(&self.pool, topic, &refused).await?;
                 Ok(vec![])

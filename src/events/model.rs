@@ -173,8 +173,27 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 /// Longest event name accepted.
 pub const MAX_EVENT_NAME_LEN: usize = 255;
 
+/// An event refused at publish time, with every reason: what a dead letter records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refused {
+    /// The event as received.
+    pub event: NewEvent,
+    /// Why it was refused.
+    pub errors: Vec<String>,
+}
+
+impl Refused {
+    /// An event refused for one reason.
+    pub fn new(event: NewEvent, reason: impl Into<String>) -> Self {
+        Refused {
+            event,
+            errors: vec![reason.into()],
+        }
+    }
+}
+
 /// Validates one event; on failure returns every reason, for the dead-letter record.
-pub fn validate(mut e: NewEvent) -> Result<ValidEvent, (NewEvent, Vec<String>)> {
+pub fn validate(mut e: NewEvent) -> Result<ValidEvent, Box<Refused>> {
     let mut errors = Vec::new();
     if e.name.trim().is_empty() {
         errors.push("name can't be blank".to_owned());
@@ -225,7 +244,7 @@ pub fn validate(mut e: NewEvent) -> Result<ValidEvent, (NewEvent, Vec<String>)> 
             event: e,
             occurred_at,
         }),
-        _ => Err((e, errors)),
+        _ => Err(Box::new(Refused { event: e, errors })),
     }
 }
 
@@ -259,12 +278,16 @@ mod tests {
 
     #[test]
     fn invalid_events_list_every_reason() {
-        let (_, errors) = validate(ev("", "{not json", "yesterday")).unwrap_err();
+        let errors = validate(ev("", "{not json", "yesterday"))
+            .unwrap_err()
+            .errors;
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("name"));
         assert!(errors[1].contains("data is not valid JSON"));
         assert!(errors[2].contains("occurred_at"));
-        let (_, errors) = validate(ev("x", "{\"a\":\"\\u0000\"}", "")).unwrap_err();
+        let errors = validate(ev("x", "{\"a\":\"\\u0000\"}", ""))
+            .unwrap_err()
+            .errors;
         assert!(errors[0].contains("u0000"));
     }
 }

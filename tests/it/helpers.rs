@@ -108,10 +108,11 @@ impl Node {
     async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.http);
         for _ in 0..200 {
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return;
-                }
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }

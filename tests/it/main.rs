@@ -1,6 +1,8 @@
 //! Integration tests: real nodes on port 0 against real Postgres (a fresh database per
 //! test), called over real gRPC and HTTP sockets. One binary, shared helpers in `helpers`.
 
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 
 mod auth;
