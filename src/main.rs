@@ -72,14 +72,16 @@ async fn main() -> anyhow::Result<()> {
                     name,
                 },
         } => {
-            let pool = eventrelay::db::connect(&cli.config.database_url, 2).await?;
-            eventrelay::db::migrate(&pool).await?;
+            // Check the arguments before touching the database.
+            let key_type = KeyType::parse(&key_type)?;
             let topics = topics
                 .iter()
                 .map(|t| TopicRef::parse(t))
                 .collect::<Result<Vec<_>, _>>()?;
+            let pool = eventrelay::db::connect(&cli.config.database_url, 2).await?;
+            eventrelay::db::migrate(&pool).await?;
             let key = ApiKeys::new(pool)
-                .create(KeyType::parse(&key_type)?, &name, &topics, &[])
+                .create(key_type, &name, &topics, &[])
                 .await?;
             let out = serde_json::json!({
                 "id": key.id,

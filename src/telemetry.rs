@@ -1,5 +1,6 @@
 //! Logging setup, in one place: text for terminals, JSON lines for collectors, filtered by
-//! `RUST_LOG` (default `info`). Returns a guard that flushes on drop.
+//! `RUST_LOG` (default `info`), always on stderr so commands that print JSON keep stdout clean.
+//! Returns a guard that flushes on drop.
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
@@ -24,12 +25,15 @@ pub fn init(format: LogFormat) -> Guard {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true),
             )
             .try_init(),
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
     if let Err(e) = result {
         eprintln!("telemetry already initialised: {e}");

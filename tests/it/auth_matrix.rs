@@ -102,7 +102,9 @@ fn check(want: &Expect, got: &Result<(), Status>) -> Option<String> {
         (Expect::PermissionDenied, Err(s)) => {
             s.code() == Code::PermissionDenied && !s.message().is_empty()
         }
-        (Expect::Unauthenticated(m), Err(s)) => s.code() == Code::Unauthenticated && s.message() == *m,
+        (Expect::Unauthenticated(m), Err(s)) => {
+            s.code() == Code::Unauthenticated && s.message() == *m
+        }
         _ => false,
     };
     let got = match got {
@@ -145,7 +147,8 @@ async fn targets(c: &TestCluster, row: usize) -> Targets {
 fn req<T>(header: Option<&str>, msg: T) -> Request<T> {
     let mut r = Request::new(msg);
     if let Some(h) = header {
-        r.metadata_mut().insert("authorization", h.parse().expect("metadata value"));
+        r.metadata_mut()
+            .insert("authorization", h.parse().expect("metadata value"));
     }
     r
 }
@@ -167,7 +170,11 @@ async fn call(
     match rpc {
         Rpc::PublishEvents => {
             let events = vec![event("user.created", r#"{"id": 1}"#)];
-            let r = proto::PublishEventsRequest { topic: "users".into(), events, durable: true };
+            let r = proto::PublishEventsRequest {
+                topic: "users".into(),
+                events,
+                durable: true,
+            };
             let stored = c.publish_events(req(b, r)).await?.into_inner().events;
             // An accepted publish stores the event (a dead-lettered one would be left out).
             if stored.len() != 1 {
@@ -176,7 +183,10 @@ async fn call(
             Ok(())
         }
         Rpc::PullEvents => {
-            let r = proto::PullEventsRequest { topic: "users".into(), ..Default::default() };
+            let r = proto::PullEventsRequest {
+                topic: "users".into(),
+                ..Default::default()
+            };
             let pulled = c.pull_events(req(b, r)).await?.into_inner();
             if pulled.events.is_empty() {
                 return Err(Status::internal("pull returned no events"));
@@ -188,11 +198,15 @@ async fn call(
             c.list_topics(req(b, r)).await.map(|_| ())
         }
         Rpc::CreateTopic => {
-            let r = proto::CreateTopicRequest { name: t.new_topic.clone() };
+            let r = proto::CreateTopicRequest {
+                name: t.new_topic.clone(),
+            };
             c.create_topic(req(b, r)).await.map(|_| ())
         }
         Rpc::DeleteTopic => {
-            let r = proto::DeleteTopicRequest { id: id(&t.victim_topic_id) };
+            let r = proto::DeleteTopicRequest {
+                id: id(&t.victim_topic_id),
+            };
             c.delete_topic(req(b, r)).await.map(|_| ())
         }
         Rpc::ListSubscriptions => {
@@ -209,11 +223,15 @@ async fn call(
                 topic_name: "users".into(),
                 ..Default::default()
             };
-            let r = proto::CreateSubscriptionRequest { subscription: Some(new) };
+            let r = proto::CreateSubscriptionRequest {
+                subscription: Some(new),
+            };
             c.create_subscription(req(b, r)).await.map(|_| ())
         }
         Rpc::DeleteSubscription => {
-            let r = proto::DeleteSubscriptionRequest { id: id(&t.victim_sub_id) };
+            let r = proto::DeleteSubscriptionRequest {
+                id: id(&t.victim_sub_id),
+            };
             c.delete_subscription(req(b, r)).await.map(|_| ())
         }
         Rpc::CreateApiKey => {
@@ -224,7 +242,9 @@ async fn call(
             c.create_api_key(req(b, r)).await.map(|_| ())
         }
         Rpc::RevokeApiKey => {
-            let r = proto::RevokeApiKeyRequest { id: id(&t.victim_key_id) };
+            let r = proto::RevokeApiKeyRequest {
+                id: id(&t.victim_key_id),
+            };
             c.revoke_api_key(req(b, r)).await.map(|_| ())
         }
         Rpc::AddSubscriptionsToApiKey => {
@@ -239,7 +259,9 @@ async fn call(
                 id: id(&t.consumer_grantee_id),
                 subscription_ids: vec![id(sub_id)],
             };
-            c.delete_subscriptions_from_api_key(req(b, r)).await.map(|_| ())
+            c.delete_subscriptions_from_api_key(req(b, r))
+                .await
+                .map(|_| ())
         }
         Rpc::AddTopicsToApiKey => {
             let r = proto::AddTopicsToApiKeyRequest {
@@ -256,7 +278,9 @@ async fn call(
             c.delete_topics_from_api_key(req(b, r)).await.map(|_| ())
         }
         Rpc::CreateJwt => {
-            let jwt = c.create_jwt(req(b, proto::CreateJwtRequest { expiration: 0 })).await?;
+            let jwt = c
+                .create_jwt(req(b, proto::CreateJwtRequest { expiration: 0 }))
+                .await?;
             if jwt.into_inner().jwt.split('.').count() != 3 {
                 return Err(Status::internal("CreateJWT returned no JWT"));
             }
@@ -280,7 +304,10 @@ async fn jwt_of(c: &mut EventRelayClient<Channel>, token: &str) -> String {
 async fn revoke(c: &TestCluster, id: uuid::Uuid) {
     c.client(0)
         .await
-        .revoke_api_key(authed(&c.admin, proto::RevokeApiKeyRequest { id: id.to_string() }))
+        .revoke_api_key(authed(
+            &c.admin,
+            proto::RevokeApiKeyRequest { id: id.to_string() },
+        ))
         .await
         .expect("revoke");
 }
@@ -308,20 +335,52 @@ async fn every_rpc_with_every_credential() {
 
     let callers: Vec<(&str, Option<String>, Role)> = vec![
         ("no header", None, Role::Refused(NO_TOKEN)),
-        ("basic scheme", Some(format!("Basic {}", c.admin)), Role::Refused(NO_TOKEN)),
-        ("empty bearer", Some("Bearer ".into()), Role::Refused(NO_TOKEN)),
+        (
+            "basic scheme",
+            Some(format!("Basic {}", c.admin)),
+            Role::Refused(NO_TOKEN),
+        ),
+        (
+            "empty bearer",
+            Some("Bearer ".into()),
+            Role::Refused(NO_TOKEN),
+        ),
         ("undecodable", bearer("!!!"), Role::Refused(UNDECODABLE)),
-        ("no colon", bearer(&STANDARD.encode("justakey")), Role::Refused(UNDECODABLE)),
-        ("wrong secret", bearer(&wrong_secret), Role::Refused(INVALID)),
-        ("unknown key", bearer(&STANDARD.encode("nokey:nosecret")), Role::Refused(INVALID)),
+        (
+            "no colon",
+            bearer(&STANDARD.encode("justakey")),
+            Role::Refused(UNDECODABLE),
+        ),
+        (
+            "wrong secret",
+            bearer(&wrong_secret),
+            Role::Refused(INVALID),
+        ),
+        (
+            "unknown key",
+            bearer(&STANDARD.encode("nokey:nosecret")),
+            Role::Refused(INVALID),
+        ),
         ("revoked key", bearer(&revoked), Role::Refused(INVALID)),
         ("revoked jwt", bearer(&revoked_jwt), Role::Refused(INVALID)),
         ("producer", bearer(&producer), Role::Producer),
         ("consumer", bearer(&consumer), Role::Consumer),
-        ("producer jwt", bearer(&jwt_of(&mut client, &producer).await), Role::Producer),
-        ("consumer jwt", bearer(&jwt_of(&mut client, &consumer).await), Role::Consumer),
+        (
+            "producer jwt",
+            bearer(&jwt_of(&mut client, &producer).await),
+            Role::Producer,
+        ),
+        (
+            "consumer jwt",
+            bearer(&jwt_of(&mut client, &consumer).await),
+            Role::Consumer,
+        ),
         ("admin", bearer(&c.admin), Role::Admin),
-        ("admin jwt", bearer(&jwt_of(&mut client, &c.admin).await), Role::Admin),
+        (
+            "admin jwt",
+            bearer(&jwt_of(&mut client, &c.admin).await),
+            Role::Admin,
+        ),
     ];
 
     let mut failures = Vec::new();

@@ -309,3 +309,35 @@ pub async fn create_subscription(
 pub fn sub_id(s: &eventrelay::proto::Subscription) -> Uuid {
     Uuid::parse_str(&s.id).expect("subscription id is a UUID")
 }
+
+/// Publishes one event durably with a given bearer token.
+pub async fn publish_as(
+    c: &mut EventRelayClient<Channel>,
+    token: &str,
+    topic: &str,
+) -> Result<tonic::Response<eventrelay::proto::PublishEventsResponse>, tonic::Status> {
+    let r = eventrelay::proto::PublishEventsRequest {
+        topic: topic.into(),
+        events: vec![event("user.created", r#"{"id": 1}"#)],
+        durable: true,
+    };
+    c.publish_events(authed(token, r)).await
+}
+
+/// Pulls the first batch of a topic with a given bearer token.
+pub async fn pull_as(
+    c: &mut EventRelayClient<Channel>,
+    token: &str,
+    topic: &str,
+) -> Result<tonic::Response<eventrelay::proto::PullEventsResponse>, tonic::Status> {
+    let r = eventrelay::proto::PullEventsRequest {
+        topic: topic.into(),
+        ..Default::default()
+    };
+    c.pull_events(authed(token, r)).await
+}
+
+/// The `topic` of each event, in order.
+pub fn event_topics(events: &[eventrelay::proto::Event]) -> Vec<&str> {
+    events.iter().map(|e| e.topic.as_str()).collect()
+}

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod auth;
+mod auth_keys;
 mod auth_matrix;
 mod cli;
 mod offsets;
