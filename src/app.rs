@@ -6,6 +6,7 @@ use crate::auth::{ApiKeys, Auth, Jwt};
 use crate::config::Config;
 use crate::events::{Events, Limits, Writer};
 use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::subscriptions::Subscriptions;
 use crate::topics::Topics;
 use crate::{db, grpc, http, proto};
@@ -38,6 +39,8 @@ pub struct App {
     pub auth: Auth,
     /// Local live hub.
     pub live: Live,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     writer: Writer,
     draining: Arc<AtomicBool>,
 }
@@ -61,14 +64,21 @@ impl App {
             .context("connecting to Postgres (DATABASE_URL)")?;
         db::migrate(&pool).await.context("applying migrations")?;
         let live = Live::new();
-        let writer = Writer::new(pool.clone(), tracker.clone());
+        let metrics = Metrics::new();
+        let writer = Writer::new(pool.clone(), tracker.clone(), metrics.clone());
         let limits = Limits {
             max_event_bytes: config.max_event_bytes,
             max_events_per_request: config.max_events_per_request,
         };
         Ok(App {
             topics: Topics::new(pool.clone()),
-            events: Events::new(pool.clone(), writer.clone(), live.clone(), limits),
+            events: Events::new(
+                pool.clone(),
+                writer.clone(),
+                live.clone(),
+                limits,
+                metrics.clone(),
+            ),
             subscriptions: Subscriptions::new(pool.clone()),
             auth: Auth::new(
                 ApiKeys::new(pool.clone()),
@@ -76,6 +86,7 @@ impl App {
                 config.auth_enabled,
             ),
             live,
+            metrics,
             writer,
             draining: Arc::default(),
             pool,

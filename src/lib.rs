@@ -14,6 +14,7 @@ pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod live;
+pub mod metrics;
 pub mod page;
 pub mod subscriptions;
 pub mod telemetry;

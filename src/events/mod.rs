@@ -17,6 +17,7 @@ pub use writer::{WriteError, Writer};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::live::Live;
+use crate::metrics::Metrics;
 use crate::page::{Page, PageRequest};
 use crate::topics::{TopicName, TopicRef};
 use sqlx::PgPool;
@@ -40,17 +41,26 @@ pub struct Events {
     writer: Writer,
     live: Live,
     limits: Limits,
+    metrics: Metrics,
 }
 
 impl Events {
     /// The service.
-    pub fn new(pool: PgPool, writer: Writer, live: Live, limits: Limits) -> Self {
+    pub fn new(pool: PgPool, writer: Writer, live: Live, limits: Limits, metrics: Metrics) -> Self {
         Events {
             pool,
             writer,
             live,
             limits,
+            metrics,
         }
+    }
+
+    /// Stores refused events in the dead-letter table and counts them.
+    async fn dead_letter(&self, topic: &str, refused: &[Refused]) -> Result<()> {
+        dead_letters::record(&self.pool, topic, refused).await?;
+        self.metrics.dead_lettered(refused.len());
+        Ok(())
     }
 
     /// Publishes events to `topic` (`name` or `name:identifier`).
@@ -83,7 +93,7 @@ impl Events {
                     .into_iter()
                     .map(|ev| Refused::new(ev, reason.clone()))
                     .collect();
-                dead_letters::record(&self.pool, topic, &refused).await?;
+                self.dead_letter(topic, &refused).await?;
                 return Err(e);
             }
         };
@@ -97,7 +107,7 @@ impl Events {
                 Err(r) => refused.push(*r),
             }
         }
-        dead_letters::record(&self.pool, topic, &refused).await?;
+        self.dead_letter(topic, &refused).await?;
         if valid.is_empty() {
             return Ok(vec![]);
         }
@@ -124,7 +134,7 @@ impl Events {
                     .into_iter()
                     .map(|v| Refused::new(v.event, "Topic not found"))
                     .collect();
-                dead_letters::record(&self.pool, topic, &refused).await?;
+                self.dead_letter(topic, &refused).await?;
                 Ok(vec![])
             }
             Err(WriteError::Failed(e)) => Err(e),

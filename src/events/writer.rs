@@ -9,6 +9,7 @@
 
 use super::model::{Event, ValidEvent};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::topics::TopicName;
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
@@ -45,15 +46,17 @@ pub struct Writer {
     // A std mutex: held only to find or insert a lane's sender.
     lanes: Arc<Mutex<HashMap<TopicName, mpsc::Sender<Job>>>>,
     tracker: TaskTracker,
+    metrics: Metrics,
 }
 
 impl Writer {
     /// Lanes are spawned on `tracker` so shutdown waits for queued writes.
-    pub fn new(pool: PgPool, tracker: TaskTracker) -> Self {
+    pub fn new(pool: PgPool, tracker: TaskTracker, metrics: Metrics) -> Self {
         Writer {
             pool,
             lanes: Arc::default(),
             tracker,
+            metrics,
         }
     }
 
@@ -88,14 +91,18 @@ impl Writer {
         }
         let (tx, rx) = mpsc::channel(LANE_QUEUE);
         lanes.insert(topic.clone(), tx.clone());
-        self.tracker
-            .spawn(run_lane(self.pool.clone(), topic.clone(), rx));
+        self.tracker.spawn(run_lane(
+            self.pool.clone(),
+            topic.clone(),
+            rx,
+            self.metrics.clone(),
+        ));
         tx
     }
 }
 
 /// Takes whatever is queued, stores it in one transaction, answers every request.
-async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>) {
+async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
     while let Some(first) = rx.recv().await {
         let mut size = first.events.len();
         let mut batch = vec![first];
@@ -109,7 +116,10 @@ async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>) {
             }
         }
         match store(&pool, &topic, &batch).await {
-            Ok(first_offset) => answer(&topic, batch, first_offset),
+            Ok(first_offset) => {
+                metrics.committed(topic.as_str(), size);
+                answer(&topic, batch, first_offset)
+            }
             Err(Error::NotFound(_)) => {
                 for job in batch {
                     let _ = job.reply.send(Err(WriteError::TopicGone(job.events)));
@@ -121,7 +131,10 @@ async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>) {
                 for job in batch {
                     let result = store(&pool, &topic, std::slice::from_ref(&job)).await;
                     match result {
-                        Ok(first_offset) => answer(&topic, vec![job], first_offset),
+                        Ok(first_offset) => {
+                            metrics.committed(topic.as_str(), job.events.len());
+                            answer(&topic, vec![job], first_offset)
+                        }
                         Err(Error::NotFound(_)) => {
                             let _ = job.reply.send(Err(WriteError::TopicGone(job.events)));
                         }

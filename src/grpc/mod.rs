@@ -28,6 +28,18 @@ impl Service {
         Service { app }
     }
 
+    /// Runs one RPC: times it, counts it by status code, maps the domain error once.
+    async fn call<T>(&self, rpc: &'static str, f: impl Future<Output = Result<T>>) -> Reply<T> {
+        let start = std::time::Instant::now();
+        let result = f.await.map(Response::new).map_err(Status::from);
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(s) => code_name(s.code()),
+        };
+        self.app.metrics.rpc(rpc, code, start.elapsed());
+        result
+    }
+
     async fn principal<T>(&self, req: &Request<T>) -> Result<Principal> {
         let header = req
             .metadata()
@@ -39,8 +51,21 @@ impl Service {
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
-fn reply<T>(r: Result<T>) -> Reply<T> {
-    r.map(Response::new).map_err(Status::from)
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        InvalidArgument => "invalid_argument",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        FailedPrecondition => "failed_precondition",
+        Unauthenticated => "unauthenticated",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        Unavailable => "unavailable",
+        Internal => "internal",
+        _ => "other",
+    }
 }
 
 fn topic_refs(names: &[String]) -> Result<Vec<TopicRef>> {
@@ -53,379 +78,345 @@ impl EventRelay for Service {
         &self,
         req: Request<proto::PublishEventsRequest>,
     ) -> Reply<proto::PublishEventsResponse> {
-        reply(
-            async {
-                let p = self.principal(&req).await?;
-                let r = req.into_inner();
-                let events = r.events.into_iter().map(convert::new_event).collect();
-                let stored = self
-                    .app
-                    .events
-                    .publish(&p, &r.topic, events, r.durable)
-                    .await?;
-                Ok(proto::PublishEventsResponse {
-                    events: stored.into_iter().map(convert::event).collect(),
-                })
-            }
-            .await,
-        )
+        self.call("PublishEvents", async {
+            let p = self.principal(&req).await?;
+            let r = req.into_inner();
+            let events = r.events.into_iter().map(convert::new_event).collect();
+            let stored = self
+                .app
+                .events
+                .publish(&p, &r.topic, events, r.durable)
+                .await?;
+            Ok(proto::PublishEventsResponse {
+                events: stored.into_iter().map(convert::event).collect(),
+            })
+        })
+        .await
     }
 
     async fn pull_events(
         &self,
         req: Request<proto::PullEventsRequest>,
     ) -> Reply<proto::PullEventsResponse> {
-        reply(
-            async {
-                let p = self.principal(&req).await?;
-                let r = req.into_inner();
-                let q = PullQuery::new(
-                    TopicRef::parse(&r.topic)?,
-                    r.batch_size,
-                    i64::from(r.offset),
-                    convert::filters(r.filters)?,
-                )?;
-                let b = self.app.events.pull(&p, &q).await?;
-                Ok(proto::PullEventsResponse {
-                    events: b.events.into_iter().map(convert::event).collect(),
-                    total_count: wire(b.total_count),
-                    next_offset: wire(b.next_offset),
-                    previous_offset: wire(b.previous_offset),
-                    total_batches: wire(b.total_batches),
-                })
-            }
-            .await,
-        )
+        self.call("PullEvents", async {
+            let p = self.principal(&req).await?;
+            let r = req.into_inner();
+            let q = PullQuery::new(
+                TopicRef::parse(&r.topic)?,
+                r.batch_size,
+                i64::from(r.offset),
+                convert::filters(r.filters)?,
+            )?;
+            let b = self.app.events.pull(&p, &q).await?;
+            Ok(proto::PullEventsResponse {
+                events: b.events.into_iter().map(convert::event).collect(),
+                total_count: wire(b.total_count),
+                next_offset: wire(b.next_offset),
+                previous_offset: wire(b.previous_offset),
+                total_batches: wire(b.total_batches),
+            })
+        })
+        .await
     }
 
     async fn list_topics(
         &self,
         req: Request<proto::ListTopicsRequest>,
     ) -> Reply<proto::ListTopicsResponse> {
-        reply(
-            async {
-                self.principal(&req).await?.require_admin("list topics")?;
-                let r = req.into_inner();
-                let page = self
-                    .app
-                    .topics
-                    .list(PageRequest::new(r.page, r.page_size))
-                    .await?;
-                Ok(proto::ListTopicsResponse {
-                    topics: page.items.into_iter().map(convert::topic).collect(),
-                    total_count: wire(page.total_count),
-                    next_page: wire(page.next_page),
-                    previous_page: wire(page.previous_page),
-                    total_pages: wire(page.total_pages),
-                })
-            }
-            .await,
-        )
+        self.call("ListTopics", async {
+            self.principal(&req).await?.require_admin("list topics")?;
+            let r = req.into_inner();
+            let page = self
+                .app
+                .topics
+                .list(PageRequest::new(r.page, r.page_size))
+                .await?;
+            Ok(proto::ListTopicsResponse {
+                topics: page.items.into_iter().map(convert::topic).collect(),
+                total_count: wire(page.total_count),
+                next_page: wire(page.next_page),
+                previous_page: wire(page.previous_page),
+                total_pages: wire(page.total_pages),
+            })
+        })
+        .await
     }
 
     async fn create_topic(
         &self,
         req: Request<proto::CreateTopicRequest>,
     ) -> Reply<proto::CreateTopicResponse> {
-        reply(
-            async {
-                self.principal(&req).await?.require_admin("create topics")?;
-                let name = TopicName::parse(&req.into_inner().name)?;
-                let t = self.app.topics.create(&name).await?;
-                Ok(proto::CreateTopicResponse {
-                    topic: Some(convert::topic(t)),
-                })
-            }
-            .await,
-        )
+        self.call("CreateTopic", async {
+            self.principal(&req).await?.require_admin("create topics")?;
+            let name = TopicName::parse(&req.into_inner().name)?;
+            let t = self.app.topics.create(&name).await?;
+            Ok(proto::CreateTopicResponse {
+                topic: Some(convert::topic(t)),
+            })
+        })
+        .await
     }
 
     async fn delete_topic(
         &self,
         req: Request<proto::DeleteTopicRequest>,
     ) -> Reply<proto::DeleteTopicResponse> {
-        reply(
-            async {
-                self.principal(&req).await?.require_admin("delete topics")?;
-                let id = parse_id(&req.into_inner().id, "id")?;
-                let t = self.app.topics.delete(id).await?;
-                Ok(proto::DeleteTopicResponse {
-                    topic: Some(convert::topic(t)),
-                })
-            }
-            .await,
-        )
+        self.call("DeleteTopic", async {
+            self.principal(&req).await?.require_admin("delete topics")?;
+            let id = parse_id(&req.into_inner().id, "id")?;
+            let t = self.app.topics.delete(id).await?;
+            Ok(proto::DeleteTopicResponse {
+                topic: Some(convert::topic(t)),
+            })
+        })
+        .await
     }
 
     async fn list_subscriptions(
         &self,
         req: Request<proto::ListSubscriptionsRequest>,
     ) -> Reply<proto::ListSubscriptionsResponse> {
-        reply(
-            async {
-                let p = self.principal(&req).await?;
-                let r = req.into_inner();
-                let page = self
-                    .app
-                    .subscriptions
-                    .list(&p, PageRequest::new(r.page, r.page_size))
-                    .await?;
-                Ok(proto::ListSubscriptionsResponse {
-                    subscriptions: page.items.into_iter().map(convert::subscription).collect(),
-                    total_count: wire(page.total_count),
-                    next_page: wire(page.next_page),
-                    previous_page: wire(page.previous_page),
-                    total_pages: wire(page.total_pages),
-                })
-            }
-            .await,
-        )
+        self.call("ListSubscriptions", async {
+            let p = self.principal(&req).await?;
+            let r = req.into_inner();
+            let page = self
+                .app
+                .subscriptions
+                .list(&p, PageRequest::new(r.page, r.page_size))
+                .await?;
+            Ok(proto::ListSubscriptionsResponse {
+                subscriptions: page.items.into_iter().map(convert::subscription).collect(),
+                total_count: wire(page.total_count),
+                next_page: wire(page.next_page),
+                previous_page: wire(page.previous_page),
+                total_pages: wire(page.total_pages),
+            })
+        })
+        .await
     }
 
     async fn get_subscription(
         &self,
         req: Request<proto::GetSubscriptionRequest>,
     ) -> Reply<proto::GetSubscriptionResponse> {
-        reply(
-            async {
-                let p = self.principal(&req).await?;
-                let id = parse_id(&req.into_inner().id, "id")?;
-                let s = self.app.subscriptions.get(&p, id).await?;
-                Ok(proto::GetSubscriptionResponse {
-                    subscription: Some(convert::subscription(s)),
-                })
-            }
-            .await,
-        )
+        self.call("GetSubscription", async {
+            let p = self.principal(&req).await?;
+            let id = parse_id(&req.into_inner().id, "id")?;
+            let s = self.app.subscriptions.get(&p, id).await?;
+            Ok(proto::GetSubscriptionResponse {
+                subscription: Some(convert::subscription(s)),
+            })
+        })
+        .await
     }
 
     async fn create_subscription(
         &self,
         req: Request<proto::CreateSubscriptionRequest>,
     ) -> Reply<proto::CreateSubscriptionResponse> {
-        reply(
-            async {
-                let p = self.principal(&req).await?;
-                let new = req
-                    .into_inner()
-                    .subscription
-                    .ok_or_else(|| Error::invalid("subscription is required"))?;
-                let s = self
-                    .app
-                    .subscriptions
-                    .create(&p, convert::new_subscription(new))
-                    .await?;
-                Ok(proto::CreateSubscriptionResponse {
-                    subscription: Some(convert::subscription(s)),
-                })
-            }
-            .await,
-        )
+        self.call("CreateSubscription", async {
+            let p = self.principal(&req).await?;
+            let new = req
+                .into_inner()
+                .subscription
+                .ok_or_else(|| Error::invalid("subscription is required"))?;
+            let s = self
+                .app
+                .subscriptions
+                .create(&p, convert::new_subscription(new))
+                .await?;
+            Ok(proto::CreateSubscriptionResponse {
+                subscription: Some(convert::subscription(s)),
+            })
+        })
+        .await
     }
 
     async fn delete_subscription(
         &self,
         req: Request<proto::DeleteSubscriptionRequest>,
     ) -> Reply<proto::DeleteSubscriptionResponse> {
-        reply(
-            async {
-                let p = self.principal(&req).await?;
-                let id = parse_id(&req.into_inner().id, "id")?;
-                let s = self.app.subscriptions.delete(&p, id).await?;
-                Ok(proto::DeleteSubscriptionResponse {
-                    subscription: Some(convert::subscription(s)),
-                })
-            }
-            .await,
-        )
+        self.call("DeleteSubscription", async {
+            let p = self.principal(&req).await?;
+            let id = parse_id(&req.into_inner().id, "id")?;
+            let s = self.app.subscriptions.delete(&p, id).await?;
+            Ok(proto::DeleteSubscriptionResponse {
+                subscription: Some(convert::subscription(s)),
+            })
+        })
+        .await
     }
 
     async fn create_api_key(
         &self,
         req: Request<proto::CreateApiKeyRequest>,
     ) -> Reply<proto::CreateApiKeyResponse> {
-        reply(
-            async {
-                self.principal(&req)
-                    .await?
-                    .require_admin("create api keys")?;
-                let r = req.into_inner();
-                let key = self
-                    .app
-                    .auth
-                    .keys()
-                    .create(
-                        convert::key_type(r.r#type)?,
-                        &r.name,
-                        &topic_refs(&r.topic_names)?,
-                        &parse_ids(&r.subscription_ids, "subscription_ids")?,
-                    )
-                    .await?;
-                Ok(proto::CreateApiKeyResponse {
-                    api_key: Some(convert::api_key(key)),
-                })
-            }
-            .await,
-        )
+        self.call("CreateApiKey", async {
+            self.principal(&req)
+                .await?
+                .require_admin("create api keys")?;
+            let r = req.into_inner();
+            let key = self
+                .app
+                .auth
+                .keys()
+                .create(
+                    convert::key_type(r.r#type)?,
+                    &r.name,
+                    &topic_refs(&r.topic_names)?,
+                    &parse_ids(&r.subscription_ids, "subscription_ids")?,
+                )
+                .await?;
+            Ok(proto::CreateApiKeyResponse {
+                api_key: Some(convert::api_key(key)),
+            })
+        })
+        .await
     }
 
     async fn revoke_api_key(
         &self,
         req: Request<proto::RevokeApiKeyRequest>,
     ) -> Reply<proto::RevokeApiKeyResponse> {
-        reply(
-            async {
-                self.principal(&req)
-                    .await?
-                    .require_admin("revoke api keys")?;
-                let id = parse_id(&req.into_inner().id, "id")?;
-                let key = self.app.auth.keys().revoke(id).await?;
-                Ok(proto::RevokeApiKeyResponse {
-                    api_key: Some(convert::api_key(key)),
-                })
-            }
-            .await,
-        )
+        self.call("RevokeApiKey", async {
+            self.principal(&req)
+                .await?
+                .require_admin("revoke api keys")?;
+            let id = parse_id(&req.into_inner().id, "id")?;
+            let key = self.app.auth.keys().revoke(id).await?;
+            Ok(proto::RevokeApiKeyResponse {
+                api_key: Some(convert::api_key(key)),
+            })
+        })
+        .await
     }
 
     async fn add_subscriptions_to_api_key(
         &self,
         req: Request<proto::AddSubscriptionsToApiKeyRequest>,
     ) -> Reply<proto::AddSubscriptionsToApiKeyResponse> {
-        reply(
-            async {
-                self.principal(&req)
-                    .await?
-                    .require_admin("change api keys")?;
-                let r = req.into_inner();
-                let id = parse_id(&r.id, "id")?;
-                let added = self
-                    .app
-                    .auth
-                    .keys()
-                    .add_subscriptions(id, &parse_ids(&r.subscription_ids, "subscription_ids")?)
-                    .await?;
-                Ok(proto::AddSubscriptionsToApiKeyResponse {
-                    id: r.id,
-                    subscription_ids: added.iter().map(ToString::to_string).collect(),
-                })
-            }
-            .await,
-        )
+        self.call("AddSubscriptionsToApiKey", async {
+            self.principal(&req)
+                .await?
+                .require_admin("change api keys")?;
+            let r = req.into_inner();
+            let id = parse_id(&r.id, "id")?;
+            let added = self
+                .app
+                .auth
+                .keys()
+                .add_subscriptions(id, &parse_ids(&r.subscription_ids, "subscription_ids")?)
+                .await?;
+            Ok(proto::AddSubscriptionsToApiKeyResponse {
+                id: r.id,
+                subscription_ids: added.iter().map(ToString::to_string).collect(),
+            })
+        })
+        .await
     }
 
     async fn delete_subscriptions_from_api_key(
         &self,
         req: Request<proto::DeleteSubscriptionsFromApiKeyRequest>,
     ) -> Reply<proto::DeleteSubscriptionsFromApiKeyResponse> {
-        reply(
-            async {
-                self.principal(&req)
-                    .await?
-                    .require_admin("change api keys")?;
-                let r = req.into_inner();
-                let id = parse_id(&r.id, "id")?;
-                let removed = self
-                    .app
-                    .auth
-                    .keys()
-                    .delete_subscriptions(id, &parse_ids(&r.subscription_ids, "subscription_ids")?)
-                    .await?;
-                Ok(proto::DeleteSubscriptionsFromApiKeyResponse {
-                    id: r.id,
-                    subscription_ids: removed.iter().map(ToString::to_string).collect(),
-                })
-            }
-            .await,
-        )
+        self.call("DeleteSubscriptionsFromApiKey", async {
+            self.principal(&req)
+                .await?
+                .require_admin("change api keys")?;
+            let r = req.into_inner();
+            let id = parse_id(&r.id, "id")?;
+            let removed = self
+                .app
+                .auth
+                .keys()
+                .delete_subscriptions(id, &parse_ids(&r.subscription_ids, "subscription_ids")?)
+                .await?;
+            Ok(proto::DeleteSubscriptionsFromApiKeyResponse {
+                id: r.id,
+                subscription_ids: removed.iter().map(ToString::to_string).collect(),
+            })
+        })
+        .await
     }
 
     async fn add_topics_to_api_key(
         &self,
         req: Request<proto::AddTopicsToApiKeyRequest>,
     ) -> Reply<proto::AddTopicsToApiKeyResponse> {
-        reply(
-            async {
-                self.principal(&req)
-                    .await?
-                    .require_admin("change api keys")?;
-                let r = req.into_inner();
-                let id = parse_id(&r.id, "id")?;
-                let added = self
-                    .app
-                    .auth
-                    .keys()
-                    .add_topics(id, &topic_refs(&r.topic_names)?)
-                    .await?;
-                Ok(proto::AddTopicsToApiKeyResponse {
-                    id: r.id,
-                    topic_names: added,
-                })
-            }
-            .await,
-        )
+        self.call("AddTopicsToApiKey", async {
+            self.principal(&req)
+                .await?
+                .require_admin("change api keys")?;
+            let r = req.into_inner();
+            let id = parse_id(&r.id, "id")?;
+            let added = self
+                .app
+                .auth
+                .keys()
+                .add_topics(id, &topic_refs(&r.topic_names)?)
+                .await?;
+            Ok(proto::AddTopicsToApiKeyResponse {
+                id: r.id,
+                topic_names: added,
+            })
+        })
+        .await
     }
 
     async fn delete_topics_from_api_key(
         &self,
         req: Request<proto::DeleteTopicsFromApiKeyRequest>,
     ) -> Reply<proto::DeleteTopicsFromApiKeyResponse> {
-        reply(
-            async {
-                self.principal(&req)
-                    .await?
-                    .require_admin("change api keys")?;
-                let r = req.into_inner();
-                let id = parse_id(&r.id, "id")?;
-                let removed = self
-                    .app
-                    .auth
-                    .keys()
-                    .delete_topics(id, &topic_refs(&r.topic_names)?)
-                    .await?;
-                Ok(proto::DeleteTopicsFromApiKeyResponse {
-                    id: r.id,
-                    topic_names: removed,
-                })
-            }
-            .await,
-        )
+        self.call("DeleteTopicsFromApiKey", async {
+            self.principal(&req)
+                .await?
+                .require_admin("change api keys")?;
+            let r = req.into_inner();
+            let id = parse_id(&r.id, "id")?;
+            let removed = self
+                .app
+                .auth
+                .keys()
+                .delete_topics(id, &topic_refs(&r.topic_names)?)
+                .await?;
+            Ok(proto::DeleteTopicsFromApiKeyResponse {
+                id: r.id,
+                topic_names: removed,
+            })
+        })
+        .await
     }
 
     async fn create_jwt(
         &self,
         req: Request<proto::CreateJwtRequest>,
     ) -> Reply<proto::CreateJwtResponse> {
-        reply(
-            async {
-                let p = self.principal(&req).await?;
-                let jwt = self.app.auth.jwt().issue(&p, req.into_inner().expiration)?;
-                Ok(proto::CreateJwtResponse { jwt })
-            }
-            .await,
-        )
+        self.call("CreateJWT", async {
+            let p = self.principal(&req).await?;
+            let jwt = self.app.auth.jwt().issue(&p, req.into_inner().expiration)?;
+            Ok(proto::CreateJwtResponse { jwt })
+        })
+        .await
     }
 
     async fn list_dead_letters(
         &self,
         req: Request<proto::ListDeadLettersRequest>,
     ) -> Reply<proto::ListDeadLettersResponse> {
-        reply(
-            async {
-                let p = self.principal(&req).await?;
-                let r = req.into_inner();
-                let page = self
-                    .app
-                    .events
-                    .dead_letters(&p, &r.topic, PageRequest::new(r.page, r.page_size))
-                    .await?;
-                Ok(proto::ListDeadLettersResponse {
-                    dead_letters: page.items.into_iter().map(convert::dead_letter).collect(),
-                    total_count: wire(page.total_count),
-                    next_page: wire(page.next_page),
-                })
-            }
-            .await,
-        )
+        self.call("ListDeadLetters", async {
+            let p = self.principal(&req).await?;
+            let r = req.into_inner();
+            let page = self
+                .app
+                .events
+                .dead_letters(&p, &r.topic, PageRequest::new(r.page, r.page_size))
+                .await?;
+            Ok(proto::ListDeadLettersResponse {
+                dead_letters: page.items.into_iter().map(convert::dead_letter).collect(),
+                total_count: wire(page.total_count),
+                next_page: wire(page.next_page),
+            })
+        })
+        .await
     }
 }

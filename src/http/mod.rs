@@ -1,4 +1,4 @@
-//! The HTTP transport (axum): liveness, readiness. Websockets, metrics and the admin UI mount
+//! The HTTP transport (axum): liveness, readiness, Prometheus metrics. Websockets and the admin UI mount
 //! here as they land. Handlers are thin: they call the domain and map its error once.
 
 use crate::app::App;
@@ -16,12 +16,25 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(app)
 }
 
 /// Alive as long as the process answers.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(app): State<App>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Ready when not draining, Postgres answers and every migration is applied.

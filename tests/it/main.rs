@@ -9,6 +9,7 @@ mod auth;
 mod auth_keys;
 mod auth_matrix;
 mod cli;
+mod health;
 mod offsets;
 mod publish;
 mod pull;

@@ -1,0 +1,156 @@
+//! Prometheus metrics of one node, in one registry, rendered at `/metrics`. Labels are kept
+//! to bounded sets (RPC names, status codes, topic names) so cardinality cannot run away.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    rpc: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcName {
+    rpc: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+/// The node's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    rpc_requests: Family<RpcLabels, Counter>,
+    rpc_seconds: Family<RpcName, Histogram>,
+    events_stored: Family<TopicLabel, Counter>,
+    dead_letters: Counter,
+    commit_batch_events: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("eventrelay");
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls by method and status code",
+            rpc_requests.clone(),
+        );
+        let rpc_seconds = Family::<RpcName, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC call latency by method",
+            rpc_seconds.clone(),
+        );
+        let events_stored = Family::<TopicLabel, Counter>::default();
+        registry.register(
+            "events_stored",
+            "Durable events committed, by topic",
+            events_stored.clone(),
+        );
+        let dead_letters = Counter::default();
+        registry.register(
+            "dead_letters",
+            "Events refused into the dead-letter table",
+            dead_letters.clone(),
+        );
+        let commit_batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register(
+            "publish_commit_batch_events",
+            "Events per group-committed publish transaction",
+            commit_batch_events.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                rpc_requests,
+                rpc_seconds,
+                events_stored,
+                dead_letters,
+                commit_batch_events,
+            }),
+        }
+    }
+
+    /// Records one gRPC call.
+    pub fn rpc(&self, rpc: &'static str, code: &'static str, took: Duration) {
+        self.inner
+            .rpc_requests
+            .get_or_create(&RpcLabels { rpc, code })
+            .inc();
+        self.inner
+            .rpc_seconds
+            .get_or_create(&RpcName { rpc })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records one committed publish transaction.
+    pub fn committed(&self, topic: &str, events: usize) {
+        self.inner
+            .events_stored
+            .get_or_create(&TopicLabel {
+                topic: topic.to_owned(),
+            })
+            .inc_by(events as u64);
+        self.inner.commit_batch_events.observe(events as f64);
+    }
+
+    /// Records dead-lettered events.
+    pub fn dead_lettered(&self, n: usize) {
+        self.inner.dead_letters.inc_by(n as u64);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.inner.registry).is_err() {
+            tracing::error!("rendering metrics failed");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_recorded_values() {
+        let m = Metrics::new();
+        m.rpc("PublishEvents", "ok", Duration::from_millis(3));
+        m.committed("users", 5);
+        m.dead_lettered(2);
+        let text = m.render();
+        assert!(
+            text.contains(r#"eventrelay_grpc_requests_total{rpc="PublishEvents",code="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eventrelay_events_stored_total{topic="users"} 5"#),
+            "{text}"
+        );
+        assert!(text.contains("eventrelay_dead_letters_total 2"), "{text}");
+    }
+}
