@@ -7,8 +7,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod grpc;
