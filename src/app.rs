@@ -9,6 +9,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::subscriptions::Subscriptions;
 use crate::topics::Topics;
+use crate::users::Users;
 use crate::{db, grpc, http, proto};
 use anyhow::Context;
 use sqlx::PgPool;
@@ -41,6 +42,12 @@ pub struct App {
     pub live: Live,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Admin UI users and their sessions.
+    pub users: Users,
+    /// Per-key rate limits.
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// The Redis client, when `REDIS_URL` is set.
+    pub redis: Option<fred::clients::Client>,
     writer: Writer,
     draining: Arc<AtomicBool>,
 }
@@ -65,6 +72,23 @@ impl App {
         db::migrate(&pool).await.context("applying migrations")?;
         let live = Live::new();
         let metrics = Metrics::new();
+        let redis = match &config.redis_url {
+            Some(url) => {
+                Some(crate::redis::connect(url).context("REDIS_URL is not a valid Redis URL")?)
+            }
+            None => None,
+        };
+        let limiter = Arc::new(crate::ratelimit::RateLimiter::new(
+            crate::ratelimit::Limits {
+                durable_publish: config.rate_limit_durable_publish,
+                live_publish: config.rate_limit_live_publish,
+                pull: config.rate_limit_pull,
+                admin: config.rate_limit_admin,
+            },
+            redis.clone(),
+            &config.cluster_name,
+            metrics.clone(),
+        ));
         let writer = Writer::new(pool.clone(), tracker.clone(), metrics.clone());
         let limits = Limits {
             max_event_bytes: config.max_event_bytes,
@@ -87,6 +111,9 @@ impl App {
             ),
             live,
             metrics,
+            users: Users::new(pool.clone()),
+            limiter,
+            redis,
             writer,
             draining: Arc::default(),
             pool,

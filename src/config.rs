@@ -69,6 +69,35 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "ER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Mark admin UI session cookies `Secure` even when the request did not arrive over https
+    /// (set it behind a TLS-terminating proxy that does not send `X-Forwarded-Proto`).
+    #[arg(long, env = "ER_UI_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub ui_secure_cookies: bool,
+
+    /// Durable PublishEvents calls per second per API key (cluster-wide with Redis); 0 = no limit.
+    #[arg(
+        long,
+        env = "ER_RATE_LIMIT_DURABLE_PUBLISH_PER_SECOND",
+        default_value_t = 10_000
+    )]
+    pub rate_limit_durable_publish: u64,
+
+    /// Non-durable PublishEvents calls per second per API key; 0 = no limit.
+    #[arg(
+        long,
+        env = "ER_RATE_LIMIT_LIVE_PUBLISH_PER_SECOND",
+        default_value_t = 20_000
+    )]
+    pub rate_limit_live_publish: u64,
+
+    /// PullEvents and stream calls per second per API key; 0 = no limit.
+    #[arg(long, env = "ER_RATE_LIMIT_PULL_PER_SECOND", default_value_t = 10_000)]
+    pub rate_limit_pull: u64,
+
+    /// Other (admin) calls per second per API key; 0 = no limit.
+    #[arg(long, env = "ER_RATE_LIMIT_ADMIN_PER_SECOND", default_value_t = 1_000)]
+    pub rate_limit_admin: u64,
 }
 
 /// The secret used when `ER_JWT_SECRET` is unset. Public by construction: development only.

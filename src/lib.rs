@@ -18,9 +18,12 @@ pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod page;
+pub mod ratelimit;
+pub mod redis;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod topics;
+pub mod users;
 
 /// Generated protobuf and gRPC code for package `eventrelay`.
 pub mod proto {

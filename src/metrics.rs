@@ -38,6 +38,12 @@ struct Inner {
     events_stored: Family<TopicLabel, Counter>,
     dead_letters: Counter,
     commit_batch_events: Histogram,
+    rate_limited: Family<KindLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
 }
 
 impl Default for Metrics {
@@ -82,8 +88,15 @@ impl Metrics {
             "Events per group-committed publish transaction",
             commit_batch_events.clone(),
         );
+        let rate_limited = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Calls refused by rate limits, by kind of call",
+            rate_limited.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                rate_limited,
                 registry,
                 rpc_requests,
                 rpc_seconds,
@@ -120,6 +133,14 @@ impl Metrics {
     /// Records dead-lettered events.
     pub fn dead_lettered(&self, n: usize) {
         self.inner.dead_letters.inc_by(n as u64);
+    }
+
+    /// Records a call refused by a rate limit.
+    pub fn rate_limited(&self, kind: &'static str) {
+        self.inner
+            .rate_limited
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     /// The Prometheus text exposition.

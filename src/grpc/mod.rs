@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::events::PullQuery;
 use crate::page::{PageRequest, wire};
 use crate::proto::{self, event_relay_server::EventRelay};
+use crate::ratelimit::CallKind;
 use crate::topics::{TopicName, TopicRef};
 use convert::{parse_id, parse_ids};
 use tonic::{Request, Response, Status};
@@ -40,16 +41,38 @@ impl Service {
         result
     }
 
+    /// Authenticates the caller and counts the call against its rate limit. The kind of call
+    /// follows from the request type; PublishEvents is counted by its handler, which knows
+    /// whether the publish is durable.
     async fn principal<T>(&self, req: &Request<T>) -> Result<Principal> {
         let header = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        self.app.auth.authenticate(header).await
+        let p = self.app.auth.authenticate(header).await?;
+        let rpc = rpc_name::<T>();
+        let kind = match rpc {
+            "PublishEvents" => return Ok(p),
+            "PullEvents" | "StreamEvents" => CallKind::Pull,
+            _ => CallKind::Admin,
+        };
+        self.app.limiter.check(p.key_id, kind, rpc).await?;
+        Ok(p)
     }
 }
 
 type Reply<T> = std::result::Result<Response<T>, Status>;
+
+/// `CreateTopic` for `eventrelay::proto::CreateTopicRequest`, and so on (`CreateJWT` keeps
+/// the proto's spelling).
+fn rpc_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let short = full.rsplit("::").next().unwrap_or(full);
+    match short.strip_suffix("Request").unwrap_or(short) {
+        "CreateJwt" => "CreateJWT",
+        name => name,
+    }
+}
 
 fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
@@ -81,6 +104,15 @@ impl EventRelay for Service {
         self.call("PublishEvents", async {
             let p = self.principal(&req).await?;
             let r = req.into_inner();
+            let kind = if r.durable {
+                CallKind::DurablePublish
+            } else {
+                CallKind::LivePublish
+            };
+            self.app
+                .limiter
+                .check(p.key_id, kind, "PublishEvents")
+                .await?;
             let events = r.events.into_iter().map(convert::new_event).collect();
             let stored = self
                 .app

@@ -20,7 +20,15 @@ impl From<Error> for Status {
                 Code::Internal
             }
         };
-        Status::new(code, e.to_string())
+        let mut status = Status::new(code, e.to_string());
+        if code == Code::ResourceExhausted {
+            // The retry hint: windows are one second long.
+            status.metadata_mut().insert(
+                "retry-after",
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        status
     }
 }
 

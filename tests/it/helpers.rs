@@ -341,3 +341,13 @@ pub async fn pull_as(
 pub fn event_topics(events: &[eventrelay::proto::Event]) -> Vec<&str> {
     events.iter().map(|e| e.topic.as_str()).collect()
 }
+
+/// Redis the tests share (each test namespaces itself with [`unique_cluster_name`]).
+pub fn redis_url() -> String {
+    std::env::var("ER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A cluster name no other test uses: its Redis keys and channels are private to the test.
+pub fn unique_cluster_name() -> String {
+    format!("t{}", Uuid::new_v4().simple())
+}

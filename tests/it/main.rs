@@ -14,5 +14,6 @@ mod offsets;
 mod publish;
 mod pull;
 mod races;
+mod ratelimit;
 mod subscriptions;
 mod topics;

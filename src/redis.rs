@@ -1,0 +1,24 @@
+//! The Redis client of a node. Redis is an accelerator, never a dependency: the client
+//! reconnects in the background forever, commands time out quickly, and callers fall back
+//! to Postgres or to node-local state while it is away.
+
+use fred::prelude::*;
+use std::time::Duration;
+
+/// How long one Redis command may take before the caller falls back.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A client for `url` that starts connecting in the background (the node starts even when
+/// Redis is down) and reconnects every half second after a loss.
+pub fn connect(url: &str) -> Result<Client, fred::error::Error> {
+    let mut config = Config::from_url(url)?;
+    config.fail_fast = false;
+    let client = Builder::from_config(config)
+        .with_performance_config(|p| p.default_command_timeout = COMMAND_TIMEOUT)
+        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
+        .set_policy(ReconnectPolicy::new_constant(0, 500))
+        .build()?;
+    // The handle ends only when the client quits; errors are retried by the policy.
+    let _ = client.connect();
+    Ok(client)
+}
