@@ -1,6 +1,11 @@
 //! The HTTP transport (axum): liveness, readiness, Prometheus metrics. Websockets and the admin UI mount
 //! here as they land. Handlers are thin: they call the domain and map its error once.
 
+mod docs;
+mod phoenix;
+pub mod socket;
+pub mod ui;
+
 use crate::app::App;
 use crate::error::Error;
 use axum::Json;
@@ -18,12 +23,20 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/socket/websocket", socket::route(&app))
+        .route("/docs", get(api_docs))
+        .merge(ui::router(app.clone()))
         .with_state(app)
 }
 
 /// Alive as long as the process answers.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// The API documentation, generated from the proto the node was built with.
+async fn api_docs() -> axum::response::Html<&'static str> {
+    axum::response::Html(docs::page())
 }
 
 /// Prometheus text exposition.
