@@ -3,7 +3,11 @@
 //! readiness off, stop accepting, finish in-flight work, then return.
 
 use crate::auth::{ApiKeys, Auth, Jwt};
+use crate::cluster::bus::Bus;
+use crate::cluster::membership::NodeId;
+use crate::cluster::ownership::Ownership;
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::events::{Events, Limits, Writer};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -13,6 +17,8 @@ use crate::users::Users;
 use crate::{db, grpc, http, proto};
 use anyhow::Context;
 use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -48,8 +54,16 @@ pub struct App {
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// The Redis client, when `REDIS_URL` is set.
     pub redis: Option<fred::clients::Client>,
+    /// Webhook delivery (workers run on the owner node; control RPCs on any node).
+    pub delivery: Delivery,
+    /// The cluster bus: local hub plus cross-node fan-out of published events.
+    pub bus: Bus,
     writer: Writer,
     draining: Arc<AtomicBool>,
+    // Ends websockets and gRPC streams when draining starts, so the servers can stop.
+    streams_stop: CancellationToken,
+    // Ends the cluster task: it hands its subscriptions over, after in-flight attempts.
+    cluster_stop: CancellationToken,
 }
 
 impl App {
@@ -90,6 +104,34 @@ impl App {
             metrics.clone(),
         ));
         let writer = Writer::new(pool.clone(), tracker.clone(), metrics.clone());
+        let delivery = Delivery::new(pool.clone(), &config, live.clone(), metrics.clone())
+            .context("building the webhook client")?;
+        let cluster_stop = CancellationToken::new();
+        {
+            // Session advisory locks need their own direct connection (see cluster::ownership).
+            let lock_options = PgConnectOptions::from_str(&config.database_url)
+                .context("DATABASE_URL is not a valid Postgres URL")?;
+            let ownership = Ownership::new(
+                pool.clone(),
+                lock_options,
+                NodeId::new(config.node_name()),
+                config.node_ttl(),
+                Arc::new(delivery.clone()),
+                tracker.clone(),
+                metrics.clone(),
+            );
+            tracker.spawn(ownership.run(cluster_stop.clone(), config.shutdown_grace()));
+        }
+        let streams_stop = CancellationToken::new();
+        let bus = Bus::start(
+            &config,
+            pool.clone(),
+            live.clone(),
+            redis.clone(),
+            tracker,
+            cluster_stop.clone(),
+        )
+        .context("starting the cluster bus (REDIS_URL)")?;
         let limits = Limits {
             max_event_bytes: config.max_event_bytes,
             max_events_per_request: config.max_events_per_request,
@@ -99,7 +141,7 @@ impl App {
             events: Events::new(
                 pool.clone(),
                 writer.clone(),
-                live.clone(),
+                bus.clone(),
                 limits,
                 metrics.clone(),
             ),
@@ -114,8 +156,12 @@ impl App {
             users: Users::new(pool.clone()),
             limiter,
             redis,
+            delivery,
+            bus,
             writer,
             draining: Arc::default(),
+            streams_stop,
+            cluster_stop,
             pool,
             config: Arc::new(config),
         })
@@ -124,6 +170,11 @@ impl App {
     /// Whether the node is shutting down (readiness reports false).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Cancelled when the node starts draining: long-lived streams end on it.
+    pub fn streams_stop(&self) -> &CancellationToken {
+        &self.streams_stop
     }
 }
 
@@ -186,6 +237,7 @@ pub async fn run(
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
         tokio::spawn(
             tonic::transport::Server::builder()
+                .trace_fn(crate::telemetry::grpc_span)
                 .concurrency_limit_per_connection(256)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(health_service)
@@ -208,6 +260,7 @@ pub async fn run(
     shutdown.cancelled().await;
     tracing::info!("shutdown requested: draining");
     app.draining.store(true, Ordering::Relaxed);
+    app.streams_stop.cancel();
     health
         .set_not_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
         .await;
@@ -225,6 +278,7 @@ pub async fn run(
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     app.writer.close();
+    app.cluster_stop.cancel();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("background tasks did not finish within the grace period");

@@ -70,6 +70,53 @@ pub struct Config {
     #[arg(long, env = "ER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// OTLP/gRPC endpoint for traces (for example http://otel-collector:4317); unset = off.
+    #[arg(long, env = "ER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Seconds without a heartbeat after which a node counts as dead and its webhook
+    /// subscriptions move to other nodes.
+    #[arg(long, env = "ER_NODE_TTL_SECONDS", default_value_t = 5)]
+    pub node_ttl_seconds: u64,
+
+    /// Networks webhook endpoints may resolve to even though they are private, loopback or
+    /// link-local (comma-separated CIDRs, e.g. `10.0.0.0/8,127.0.0.0/8`).
+    #[arg(long, env = "ER_WEBHOOK_ALLOWED_NETWORKS", value_delimiter = ',')]
+    pub webhook_allowed_networks: Vec<ipnet::IpNet>,
+
+    /// Default delays before each webhook attempt, in seconds; the last repeats.
+    #[arg(long, env = "ER_WEBHOOK_RETRY_SCHEDULE", default_value = crate::delivery::settings::DEFAULT_SCHEDULE)]
+    pub webhook_retry_schedule: String,
+
+    /// Default attempts per event before it is marked undeliverable.
+    #[arg(long, env = "ER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 20)]
+    pub webhook_max_attempts: u32,
+
+    /// Pause a subscription (instead of skipping the event) when an event is undeliverable.
+    #[arg(long, env = "ER_WEBHOOK_PAUSE_ON_EXHAUSTED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_pause_on_exhausted: bool,
+
+    /// Webhook connect timeout, in milliseconds.
+    #[arg(long, env = "ER_WEBHOOK_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub webhook_connect_timeout_ms: u64,
+
+    /// Default total timeout of one webhook attempt, in milliseconds.
+    #[arg(long, env = "ER_WEBHOOK_TIMEOUT_MS", default_value_t = 15_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// Webhook requests in flight at once on this node, over all subscriptions.
+    #[arg(long, env = "ER_WEBHOOK_MAX_CONCURRENCY", default_value_t = 64)]
+    pub webhook_max_concurrency: usize,
+
+    /// Default deliveries per second per subscription; 0 is unlimited.
+    #[arg(long, env = "ER_WEBHOOK_RATE_LIMIT", default_value_t = 0.0)]
+    pub webhook_rate_limit: f64,
+
+    /// Backstop poll of an idle webhook subscription, in milliseconds (new events wake it
+    /// at once; the poll only covers missed wake-ups).
+    #[arg(long, env = "ER_WEBHOOK_POLL_MS", default_value_t = 2_000)]
+    pub webhook_poll_ms: u64,
+
     /// Mark admin UI session cookies `Secure` even when the request did not arrive over https
     /// (set it behind a TLS-terminating proxy that does not send `X-Forwarded-Proto`).
     #[arg(long, env = "ER_UI_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
@@ -150,6 +197,21 @@ impl Config {
         {
             return Err("ER_CLUSTER_NAME must be letters, digits, - or _".into());
         }
+        if let Err(e) = crate::delivery::RetrySchedule::parse(&self.webhook_retry_schedule) {
+            return Err(format!("ER_WEBHOOK_RETRY_SCHEDULE: {e}"));
+        }
+        if self.webhook_max_attempts == 0 {
+            return Err("ER_WEBHOOK_MAX_ATTEMPTS must be at least 1".into());
+        }
+        if self.webhook_max_concurrency == 0 {
+            return Err("ER_WEBHOOK_MAX_CONCURRENCY must be at least 1".into());
+        }
+        if !(self.webhook_rate_limit.is_finite() && self.webhook_rate_limit >= 0.0) {
+            return Err("ER_WEBHOOK_RATE_LIMIT must be 0 or more".into());
+        }
+        if self.node_ttl_seconds < 2 {
+            return Err("ER_NODE_TTL_SECONDS must be at least 2".into());
+        }
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 8) {
             return Err("ER_JWT_SECRET must be at least 8 characters".into());
         }
@@ -167,6 +229,11 @@ impl Config {
             .clone()
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "node".into())
+    }
+
+    /// How long a node without a heartbeat still counts as alive.
+    pub fn node_ttl(&self) -> Duration {
+        Duration::from_secs(self.node_ttl_seconds)
     }
 
     /// The drain deadline.
@@ -188,6 +255,7 @@ impl std::fmt::Debug for Config {
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_events_per_request", &self.max_events_per_request)
             .field("db_pool_size", &self.db_pool_size)
+            .field("webhook_allowed_networks", &self.webhook_allowed_networks)
             .finish_non_exhaustive()
     }
 }

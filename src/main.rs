@@ -30,6 +30,24 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Manage admin UI users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a UI user (the first admin, or any other) and print it as JSON.
+    Create {
+        /// Email address (the sign-in name).
+        #[arg(long)]
+        email: String,
+        /// Password, at least 8 characters.
+        #[arg(long, env = "ER_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -51,7 +69,8 @@ enum ApiKeyCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = eventrelay::telemetry::init(cli.config.log_format);
+    let _telemetry =
+        eventrelay::telemetry::init(cli.config.log_format, cli.config.otlp_endpoint.as_deref());
     eventrelay::install_crypto_provider();
     if let Err(e) = cli.config.validate() {
         anyhow::bail!("invalid configuration: {e}");
@@ -62,6 +81,22 @@ async fn main() -> anyhow::Result<()> {
             let pool = eventrelay::db::connect(&cli.config.database_url, 2).await?;
             eventrelay::db::migrate(&pool).await?;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Create { email, password },
+        } => {
+            // Check the arguments before touching the database.
+            let email = eventrelay::users::Email::parse(&email)?;
+            eventrelay::users::check_password(&password)
+                .map_err(|e| anyhow::anyhow!("password: {e}"))?;
+            let pool = eventrelay::db::connect(&cli.config.database_url, 2).await?;
+            eventrelay::db::migrate(&pool).await?;
+            let user = eventrelay::users::Users::new(pool)
+                .create(&email, &password)
+                .await?;
+            let out = serde_json::json!({ "id": user.id, "email": user.email });
+            println!("{out}");
             Ok(())
         }
         Command::ApiKey {
