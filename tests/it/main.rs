@@ -17,3 +17,4 @@ mod races;
 mod ratelimit;
 mod subscriptions;
 mod topics;
+mod tracing;

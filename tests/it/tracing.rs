@@ -1,0 +1,138 @@
+//! Traces: a node started with `ER_OTLP_ENDPOINT` exports spans over OTLP/gRPC, and a gRPC
+//! call that carries a W3C `traceparent` is recorded in the caller's trace. The collector is
+//! a real HTTP/2 server recording what the node sends.
+
+use crate::helpers::*;
+use axum::body::Bytes;
+use eventrelay::auth::{ApiKeys, KeyType};
+use eventrelay::proto::event_relay_client::EventRelayClient;
+use eventrelay::proto::{CreateTopicRequest, PublishEventsRequest};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+
+/// An OTLP collector that keeps the raw export requests.
+async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let store = got.clone();
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let store = store.clone();
+        async move {
+            store.lock().unwrap().push(body);
+            // Trailers-only answer: status OK, no message (the exporter may log it; fine).
+            (
+                [("content-type", "application/grpc"), ("grpc-status", "0")],
+                "",
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), got)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
+    eventrelay::install_crypto_provider();
+    let db = TestDb::create().await;
+    let (endpoint, exported) = collector().await;
+    let (grpc, http) = (free_port(), free_port());
+    let _node = Process(
+        Command::new(env!("CARGO_BIN_EXE_eventrelay"))
+            .arg("serve")
+            .env("DATABASE_URL", &db.url)
+            .env("ER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+            .env("ER_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("ER_JWT_SECRET", "tracing-test-secret")
+            .env("ER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("RUST_LOG", "warn")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node"),
+    );
+    let mut ready = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{http}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "node did not become ready");
+    let pool = eventrelay::db::connect(&db.url, 2).await.unwrap();
+    let admin = ApiKeys::new(pool)
+        .create(KeyType::Admin, "t", &[], &[])
+        .await
+        .unwrap()
+        .bearer_token()
+        .unwrap();
+
+    let mut api = EventRelayClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    api.create_topic(authed(
+        &admin,
+        CreateTopicRequest {
+            name: "traced".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    let mut req = authed(
+        &admin,
+        PublishEventsRequest {
+            topic: "traced".into(),
+            events: vec![event("x", "{}")],
+            durable: true,
+        },
+    );
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    api.publish_events(req).await.unwrap();
+
+    // OTLP carries trace ids as raw bytes: the caller's id must appear in an export.
+    let wanted = hex::decode(TRACE_ID).unwrap();
+    let mut found = false;
+    for _ in 0..100 {
+        found = exported
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.windows(16).any(|w| w == wanted.as_slice()));
+        if found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "no exported span carried the caller's trace id");
+}
