@@ -11,7 +11,7 @@ mod writer;
 pub use dead_letters::DeadLetter;
 pub use filter::Filter;
 pub use model::{Event, NewEvent, Refused, ValidEvent, format_time, parse_time, validate};
-pub use read::{DEFAULT_BATCH, MAX_BATCH, PullBatch, PullQuery, read_after};
+pub use read::{DEFAULT_BATCH, MAX_BATCH, PullBatch, PullQuery, read_after, read_before};
 pub use writer::{WriteError, Writer};
 
 use crate::auth::Principal;
@@ -176,6 +176,18 @@ impl Events {
     pub async fn pull(&self, principal: &Principal, q: &PullQuery) -> Result<PullBatch> {
         principal.authorize_read(&q.topic)?;
         read::pull(&self.pool, q).await
+    }
+
+    /// A batch of stored events newest first, before offset `before` (0: from the newest);
+    /// `q.after` is ignored. For browsing (the admin UI).
+    pub async fn pull_newest(
+        &self,
+        principal: &Principal,
+        q: &PullQuery,
+        before: i64,
+    ) -> Result<Vec<Event>> {
+        principal.authorize_read(&q.topic)?;
+        read::read_before(&self.pool, &q.topic, before, q.batch_size, &q.filters).await
     }
 
     /// Lists dead letters (admins only), optionally of one topic name.

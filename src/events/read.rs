@@ -155,6 +155,28 @@ pub async fn read_after(
         .collect()
 }
 
+/// Up to `limit` events before offset `before` (0: from the newest), newest first: the
+/// admin UI's "newest first" pages. Keyset by offset like [`read_after`].
+pub async fn read_before(
+    pool: &PgPool,
+    topic: &TopicRef,
+    before: i64,
+    limit: i64,
+    filters: &[Filter],
+) -> Result<Vec<Event>> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM {} WHERE \"offset\" < ",
+        topic.name.events_table()
+    ));
+    qb.push_bind(if before <= 0 { i64::MAX } else { before });
+    push_scope(&mut qb, topic, filters);
+    qb.push(" ORDER BY \"offset\" DESC LIMIT ").push_bind(limit);
+    let rows = qb.build().fetch_all(pool).await.map_err(topic_gone)?;
+    rows.iter()
+        .map(|r| event_from_row(&topic.name, r))
+        .collect()
+}
+
 fn event_from_row(topic: &TopicName, r: &sqlx::postgres::PgRow) -> Result<Event> {
     let context: String = r.try_get("context")?;
     Ok(Event {

@@ -1,6 +1,10 @@
 //! Subscriptions: who receives a topic's events and how (webhook, websocket, or pull).
 //! This module owns their validation and SQL; delivery lives elsewhere.
 
+mod edit;
+
+pub use edit::{SubscriptionUpdate, check_name};
+
 use crate::auth::Principal;
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};

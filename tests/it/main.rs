@@ -17,4 +17,6 @@ mod races;
 mod ratelimit;
 mod subscriptions;
 mod topics;
+mod ui;
+mod ui_browser;
 mod tracing;

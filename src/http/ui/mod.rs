@@ -1,0 +1,173 @@
+//! The admin web UI, server-rendered by every node at `/` of the HTTP port: sign-in, topics,
+//! events and their live tail, subscriptions and deliveries, API keys, dead letters, users and
+//! the cluster. Pages are maud templates (HTML-escaped by construction); the CSS and the few
+//! lines of JavaScript are vendored into the binary, so air-gapped clusters need no CDN.
+//!
+//! Every page but sign-in goes through [`session::require_session`], which also refuses any
+//! POST whose CSRF token is not the session's. Handlers act as an anonymous admin principal:
+//! a signed-in UI user may do everything an admin key may.
+
+mod admin;
+mod deliveries;
+mod events;
+mod forms;
+mod keys;
+mod session;
+mod subscriptions;
+mod topics;
+
+pub use session::{LOGIN_COOKIE, SESSION_COOKIE};
+
+use crate::app::App;
+use crate::auth::Principal;
+use crate::error::Error;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, html};
+use session::CurrentUser;
+
+const CSS: &str = include_str!("assets/ui.css");
+const TAIL_JS: &str = include_str!("assets/tail.js");
+
+/// The UI's routes, to be merged into the node's router.
+pub fn router(app: App) -> Router<App> {
+    let signed_in = Router::new()
+        .route("/", get(|| async { Redirect::to("/topics") }))
+        .route("/logout", post(session::logout))
+        .merge(topics::routes())
+        .merge(events::routes())
+        .merge(subscriptions::routes())
+        .merge(keys::routes())
+        .merge(admin::routes())
+        .merge(deliveries::routes())
+        .route_layer(middleware::from_fn_with_state(
+            app,
+            session::require_session,
+        ));
+    Router::new()
+        .route("/login", get(session::login_page).post(session::login))
+        .route(
+            "/assets/ui.css",
+            get(|| asset(CSS, "text/css; charset=utf-8")),
+        )
+        .route(
+            "/assets/tail.js",
+            get(|| asset(TAIL_JS, "text/javascript; charset=utf-8")),
+        )
+        .merge(signed_in)
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The principal UI actions run as: signed-in users are admins.
+fn admin() -> Principal {
+    Principal::anonymous_admin()
+}
+
+/// Navigation entries: path prefix and label.
+const NAV: [(&str, &str); 6] = [
+    ("/topics", "Topics"),
+    ("/subscriptions", "Subscriptions"),
+    ("/keys", "API keys"),
+    ("/dead-letters", "Dead letters"),
+    ("/users", "Users"),
+    ("/cluster", "Cluster"),
+];
+
+/// The page shell: head, skip link, navigation with the current section marked, sign-out.
+fn layout(user: &CurrentUser, section: &str, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · EventRelay" }
+                link rel="stylesheet" href="/assets/ui.css";
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    nav aria-label="Main" {
+                        span.brand { "EventRelay" }
+                        @for (path, label) in NAV {
+                            @if path == section {
+                                a href=(path) aria-current="page" { (label) }
+                            } @else {
+                                a href=(path) { (label) }
+                            }
+                        }
+                        form.signout method="post" action="/logout" {
+                            (user.csrf())
+                            span { (user.session.email) }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main #main tabindex="-1" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// A page with a status code.
+fn respond(code: StatusCode, page: Markup) -> Response {
+    (code, page).into_response()
+}
+
+/// A domain error as a page. Internal causes are logged, never shown.
+struct UiError(Error);
+
+impl From<Error> for UiError {
+    fn from(e: Error) -> Self {
+        UiError(e)
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        // The JSON mapping of the transport decides the status (and logs internal causes).
+        let status = self.0.to_string();
+        let code = crate::error::Error::into_response(self.0).status();
+        let page = html! {
+            (DOCTYPE)
+            html lang="en" {
+                head { meta charset="utf-8"; title { "Error · EventRelay" } link rel="stylesheet" href="/assets/ui.css"; }
+                body { main #main {
+                    h1 { "Something went wrong" }
+                    p.error role="alert" { (status) }
+                    p { a href="/topics" { "Back to topics" } }
+                } }
+            }
+        };
+        (code, page).into_response()
+    }
+}
+
+/// Handler result: a page, or an error page.
+type UiResult = Result<Response, UiError>;
+
+/// Redirect after a successful POST (303, so reloading does not resubmit).
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+/// Percent-encodes a query value.
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -1,0 +1,304 @@
+//! Sign-in, sign-out and the guard every UI page sits behind.
+//!
+//! The session cookie is HTTP-only and SameSite=Strict, and Secure when the request came over
+//! https (`X-Forwarded-Proto: https` from a proxy) or `ER_UI_SECURE_COOKIES=true`. The guard
+//! loads the session row (expired rows do not count), sends anyone without one to `/login`,
+//! and refuses every POST whose `_csrf` field is not the session's token: a forged form
+//! (another site) or a stale one (an earlier session) changes nothing. The sign-in form itself
+//! is protected by a short-lived double-submit cookie, since no session exists yet.
+
+use super::{UiError, enc, respond};
+use crate::app::App;
+use crate::users::DEFAULT_SESSION_TTL;
+use crate::users::Session;
+use axum::Form;
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "er_session";
+/// Name of the sign-in form's double-submit cookie.
+pub const LOGIN_COOKIE: &str = "er_login";
+/// Largest form body read (event filters, subscription settings: small).
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The signed-in user of a request, put in its extensions by [`require_session`].
+#[derive(Clone, Debug)]
+pub struct CurrentUser {
+    /// The session.
+    pub session: Session,
+    /// The cookie token (to keep this session when the password changes).
+    pub token: String,
+}
+
+impl CurrentUser {
+    /// The hidden field every form of this session carries.
+    pub fn csrf(&self) -> Markup {
+        html! { input type="hidden" name="_csrf" value=(self.session.csrf_token); }
+    }
+}
+
+/// A cookie's value from the request headers.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A `Set-Cookie` value with the UI's attributes; `max_age` 0 deletes the cookie.
+fn set_cookie(
+    app: &App,
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    max_age: u64,
+) -> HeaderValue {
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let secure = if https || app.config.ui_secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let v = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    // Names and values are alphanumeric tokens, so this cannot fail; fall back to deleting.
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("er_session=; Max-Age=0"))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Only local paths are followed after sign-in (no open redirect to another site).
+fn local_path(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/topics"
+    }
+}
+
+/// The guard of every signed-in page: session required, CSRF token checked on every POST.
+pub async fn require_session(State(app): State<App>, req: Request, next: Next) -> Response {
+    let token = cookie(req.headers(), SESSION_COOKIE);
+    let session = match &token {
+        Some(t) => app.users.session(t).await,
+        None => Ok(None),
+    };
+    let session = match session {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            let to = if req.method() == Method::GET {
+                format!("/login?next={}", enc(here))
+            } else {
+                "/login".to_owned()
+            };
+            return Redirect::to(&to).into_response();
+        }
+        Err(e) => return UiError(e).into_response(),
+    };
+    let mut req = req;
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
+        };
+        let sent = url::form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "_csrf")
+            .map(|(_, v)| v.into_owned());
+        if !sent.is_some_and(|s| same(&s, &session.csrf_token)) {
+            return refused();
+        }
+        req = Request::from_parts(parts, Body::from(bytes));
+    }
+    req.extensions_mut().insert(CurrentUser {
+        session,
+        token: token.unwrap_or_default(),
+    });
+    next.run(req).await
+}
+
+/// The answer to a forged or stale form: nothing was changed.
+fn refused() -> Response {
+    respond(
+        StatusCode::FORBIDDEN,
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head { meta charset="utf-8"; title { "Form refused · EventRelay" } link rel="stylesheet" href="/assets/ui.css"; }
+                body { main #main {
+                    h1 { "Form refused" }
+                    p.error role="alert" {
+                        "This form is stale or did not come from this site (its security token does not match your session). Nothing was changed."
+                    }
+                    p { a href="/topics" { "Reload the UI" } " and try again." }
+                } }
+            }
+        },
+    )
+}
+
+/// Query of the sign-in page.
+#[derive(Deserialize, Default)]
+pub struct LoginQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// The sign-in form as posted.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    next: String,
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+}
+
+fn login_form(
+    app: &App,
+    headers: &HeaderMap,
+    email: &str,
+    next: &str,
+    error: Option<&str>,
+    code: StatusCode,
+) -> Response {
+    let token = crate::users::random_token(32);
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · EventRelay" }
+                link rel="stylesheet" href="/assets/ui.css";
+            }
+            body.login { main #main {
+                h1 { "Sign in to EventRelay" }
+                form method="post" action="/login" novalidate {
+                    input type="hidden" name="_csrf" value=(token);
+                    input type="hidden" name="next" value=(next);
+                    div.field {
+                        label for="email" { "Email" }
+                        input #email type="email" name="email" value=(email) autocomplete="username" required autofocus;
+                    }
+                    div.field {
+                        label for="password" { "Password" }
+                        input #password type="password" name="password" autocomplete="current-password" required
+                            aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| "password-error")];
+                        @if let Some(e) = error {
+                            p.field-error #password-error role="alert" { (e) }
+                        }
+                    }
+                    button type="submit" { "Sign in" }
+                }
+            } }
+        }
+    };
+    let cookie = set_cookie(app, headers, LOGIN_COOKIE, &token, 3600);
+    (code, [(header::SET_COOKIE, cookie)], page).into_response()
+}
+
+/// GET /login: the form (or straight on, when already signed in).
+pub async fn login_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    if let Some(t) = cookie(&headers, SESSION_COOKIE)
+        && matches!(app.users.session(&t).await, Ok(Some(_)))
+    {
+        return Redirect::to(local_path(&q.next)).into_response();
+    }
+    login_form(&app, &headers, "", &q.next, None, StatusCode::OK)
+}
+
+/// POST /login: checks the password and starts a session.
+pub async fn login(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    if expected.is_empty() || !same(&expected, &f.csrf) {
+        return login_form(
+            &app,
+            &headers,
+            &f.email,
+            &f.next,
+            Some("The sign-in form expired. Please try again."),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let user = match app.users.check_credentials(&f.email, &f.password).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            tracing::info!("UI sign-in refused: wrong email or password");
+            return login_form(
+                &app,
+                &headers,
+                &f.email,
+                &f.next,
+                Some("Wrong email or password."),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        Err(e) => return UiError(e).into_response(),
+    };
+    let (token, _) = match app.users.start_session(user.id, DEFAULT_SESSION_TTL).await {
+        Ok(s) => s,
+        Err(e) => return UiError(e).into_response(),
+    };
+    tracing::info!(user = %user.email, "UI sign-in");
+    let mut res = Redirect::to(local_path(&f.next)).into_response();
+    let h = res.headers_mut();
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(
+            &app,
+            &headers,
+            SESSION_COOKIE,
+            &token,
+            DEFAULT_SESSION_TTL.as_secs(),
+        ),
+    );
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(&app, &headers, LOGIN_COOKIE, "", 0),
+    );
+    res
+}
+
+/// POST /logout: ends the session everywhere.
+pub async fn logout(
+    State(app): State<App>,
+    headers: HeaderMap,
+    axum::Extension(user): axum::Extension<CurrentUser>,
+) -> Response {
+    if let Err(e) = app.users.end_session(&user.token).await {
+        return UiError(e).into_response();
+    }
+    let mut res = Redirect::to("/login").into_response();
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&app, &headers, SESSION_COOKIE, "", 0),
+    );
+    res
+}

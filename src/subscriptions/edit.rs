@@ -1,0 +1,94 @@
+//! Changing a stored subscription (the admin UI's edit, pause and resume forms) and counting a
+//! topic's subscriptions (its delete confirmation). The topic and the type of a subscription
+//! are fixed at creation: moving either would make its delivery history meaningless.
+
+use super::{COLUMNS, Kind, Row, Subscription, Subscriptions, validate_endpoint};
+use crate::auth::Principal;
+use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
+use crate::topics::{TopicName, parse_identifier};
+use sqlx::AssertSqlSafe;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The editable fields of a subscription, all replaced at once.
+#[derive(Clone, Debug, Default)]
+pub struct SubscriptionUpdate {
+    /// Unique name.
+    pub name: String,
+    /// Identifier scope ("" for every identifier).
+    pub topic_identifier: String,
+    /// Push or pull.
+    pub push: bool,
+    /// Settings (`endpoint_url` for webhooks).
+    pub config: BTreeMap<String, String>,
+}
+
+/// Checks a name: 1-255 characters after trimming.
+pub fn check_name(name: &str) -> Result<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 {
+        return Err(Error::invalid("name must be 1-255 characters"));
+    }
+    Ok(name)
+}
+
+impl Subscriptions {
+    /// Replaces the editable fields (admins only), validated as at creation.
+    pub async fn update(
+        &self,
+        p: &Principal,
+        id: Uuid,
+        u: SubscriptionUpdate,
+    ) -> Result<Subscription> {
+        p.require_admin("update subscriptions")?;
+        let name = check_name(&u.name)?;
+        if !u.topic_identifier.is_empty() {
+            parse_identifier(&u.topic_identifier)?;
+        }
+        let current = self.find(id).await?;
+        if current.kind == Kind::Webhook {
+            let url = u
+                .config
+                .get("endpoint_url")
+                .map(String::as_str)
+                .unwrap_or("");
+            if url.is_empty() {
+                return Err(Error::invalid(
+                    "webhook subscriptions need config.endpoint_url",
+                ));
+            }
+            validate_endpoint(url)?;
+        }
+        sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
+            "UPDATE subscriptions SET name = $2, topic_identifier = $3, push = $4, config = $5,
+                 updated_at = now()
+             WHERE id = $1 RETURNING {COLUMNS}"
+        )))
+        .bind(id)
+        .bind(name)
+        .bind(&u.topic_identifier)
+        .bind(u.push)
+        .bind(serde_json::to_value(&u.config).unwrap_or_default())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| {
+            if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
+                Error::AlreadyExists("Subscription with that name already exists".into())
+            } else {
+                e.into()
+            }
+        })?
+        .map(Row::into_subscription)
+        .ok_or_else(|| Error::not_found("Subscription not found"))
+    }
+
+    /// Number of subscriptions of a topic.
+    pub async fn count_for_topic(&self, topic: &TopicName) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM subscriptions WHERE topic_name = $1")
+                .bind(topic.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
