@@ -15,8 +15,8 @@ pub use read::{DEFAULT_BATCH, MAX_BATCH, PullBatch, PullQuery, read_after, read_
 pub use writer::{WriteError, Writer};
 
 use crate::auth::Principal;
+use crate::cluster::bus::Bus;
 use crate::error::{Error, Result};
-use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageRequest};
 use crate::topics::{TopicName, TopicRef};
@@ -39,18 +39,18 @@ pub struct Limits {
 pub struct Events {
     pool: PgPool,
     writer: Writer,
-    live: Live,
+    bus: Bus,
     limits: Limits,
     metrics: Metrics,
 }
 
 impl Events {
-    /// The service.
-    pub fn new(pool: PgPool, writer: Writer, live: Live, limits: Limits, metrics: Metrics) -> Self {
+    /// The service. Accepted events go to `bus`: the local hub and the other nodes.
+    pub fn new(pool: PgPool, writer: Writer, bus: Bus, limits: Limits, metrics: Metrics) -> Self {
         Events {
             pool,
             writer,
-            live,
+            bus,
             limits,
             metrics,
         }
@@ -126,7 +126,7 @@ impl Events {
         };
         match outcome {
             Ok(events) => {
-                self.live.published(name.as_str(), events.clone());
+                self.bus.published(name.as_str(), events.clone());
                 Ok(events)
             }
             Err(WriteError::TopicGone(valid)) => {

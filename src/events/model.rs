@@ -66,8 +66,8 @@ pub struct ValidEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// A stored (or live) event.
-#[derive(Clone, Debug, PartialEq)]
+/// A stored (or live) event. Serde is for the cluster bus, which carries events between nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Its id.
     pub id: Uuid,

@@ -2,25 +2,47 @@
 //!
 //! This node-local hub is the interface the publish path talks to: after a durable write
 //! commits, or when a non-durable event is accepted, the events are handed to
-//! [`Live::published`]. Listeners subscribe per topic and get a bounded broadcast receiver;
-//! one that lags is told so (and a transport drops it), never slowing the publisher.
+//! [`Live::published`] (by the cluster bus, which also announces them to the other nodes and
+//! feeds the hub with theirs). Listeners subscribe per topic and get a bounded broadcast
+//! receiver; one that lags is told so (and a transport drops it), never slowing the publisher.
+//! [`Feed`] turns a receiver into an ordered, gap-free, resumable stream for one client.
+
+mod feed;
+
+pub use feed::{Feed, REPLAY_BATCH};
 
 use crate::events::Event;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 
 /// Events buffered per topic for slow listeners before they are considered lagging.
 pub const TOPIC_BUFFER: usize = 4_096;
+
+/// Most websocket connections and gRPC streams one node serves at once.
+pub const MAX_LISTENERS: usize = 50_000;
 
 /// A batch of events of one topic, shared by every listener.
 pub type Batch = Arc<[Event]>;
 
 /// The local listener hub.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Live {
     // A std mutex: held only to look up or create a topic's sender.
     topics: Arc<Mutex<HashMap<String, broadcast::Sender<Batch>>>>,
+    // Woken when a topic gains its first listener, so the bus subscribes to it at once.
+    interest: Arc<Notify>,
+    listeners: Arc<Semaphore>,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            topics: Arc::default(),
+            interest: Arc::default(),
+            listeners: Arc::new(Semaphore::new(MAX_LISTENERS)),
+        }
+    }
 }
 
 impl Live {
@@ -31,7 +53,14 @@ impl Live {
 
     /// Hands committed (or non-durable) events of one topic to local listeners. Never blocks.
     pub fn published(&self, topic: &str, events: Vec<Event>) {
-        if events.is_empty() {
+        if !events.is_empty() {
+            self.publish_batch(topic, events.into());
+        }
+    }
+
+    /// Like [`Live::published`], for a batch that is already shared (no copy).
+    pub fn publish_batch(&self, topic: &str, batch: Batch) {
+        if batch.is_empty() {
             return;
         }
         let sender = {
@@ -40,7 +69,7 @@ impl Live {
         };
         if let Some(s) = sender {
             // An error only means nobody is listening right now.
-            let _ = s.send(events.into());
+            let _ = s.send(batch);
         }
     }
 
@@ -49,10 +78,18 @@ impl Live {
         let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         // Drop senders nobody listens to any more, so the map tracks live interest only.
         topics.retain(|_, s| s.receiver_count() > 0);
-        topics
+        let mut created = false;
+        let rx = topics
             .entry(topic.to_owned())
-            .or_insert_with(|| broadcast::channel(TOPIC_BUFFER).0)
-            .subscribe()
+            .or_insert_with(|| {
+                created = true;
+                broadcast::channel(TOPIC_BUFFER).0
+            })
+            .subscribe();
+        if created {
+            self.interest.notify_one();
+        }
+        rx
     }
 
     /// Topics with at least one local listener.
@@ -63,5 +100,41 @@ impl Live {
             .filter(|(_, s)| s.receiver_count() > 0)
             .map(|(t, _)| t.clone())
             .collect()
+    }
+
+    /// Whether the topic has a local listener.
+    pub fn has_listeners(&self, topic: &str) -> bool {
+        let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics.get(topic).is_some_and(|s| s.receiver_count() > 0)
+    }
+
+    /// Resolves when a topic gains its first local listener (for the bus's subscriptions).
+    pub async fn interest_changed(&self) {
+        self.interest.notified().await;
+    }
+
+    /// A place for one more long-lived listener (websocket or stream); `None` when the node
+    /// is full. Dropping the permit frees the place.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.listeners.clone().try_acquire_owned().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_interest_and_admits_up_to_the_cap() {
+        let live = Live::new();
+        assert!(!live.has_listeners("users"));
+        let rx = live.subscribe("users");
+        assert!(live.has_listeners("users"));
+        assert_eq!(live.topics(), vec!["users".to_owned()]);
+        drop(rx);
+        assert!(!live.has_listeners("users"));
+        let permits: Vec<_> = (0..MAX_LISTENERS).map_while(|_| live.admit()).collect();
+        assert_eq!(permits.len(), MAX_LISTENERS);
+        assert!(live.admit().is_none());
     }
 }

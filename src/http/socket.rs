@@ -1,0 +1,440 @@
+//! The websocket endpoint `/socket/websocket`, speaking the Phoenix Channels protocol of the
+//! original: heartbeats, `phx_join` on `events:<subscription_id>` with consumer and/or
+//! producer JWTs (and `after_offset` to resume), `event:published` pushes, `publish_events`
+//! from producers, `phx_leave`.
+//!
+//! Each connection is a reader (this task), a writer task draining a bounded queue of
+//! outgoing messages, and one pump task per joined channel moving its [`Feed`] into that
+//! queue. Nothing ever waits for a client: a pump that finds the queue full, or a feed that
+//! fell behind the hub, disconnects the client with a close reason. Keys are re-checked every
+//! half second so a revoked key's sockets close within two seconds on every node.
+
+use super::phoenix::{Frame, PayloadCache, PublishPayload, Vsn, encode_raw};
+use crate::app::App;
+use crate::auth::Principal;
+use crate::error::{Error, Result};
+use crate::live::Feed;
+use crate::topics::{TopicName, TopicRef};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Messages waiting to be written to one client before it counts as too slow.
+pub const CLIENT_BUFFER: usize = 1_024;
+/// Largest message a client may send (a full `publish_events` of large events).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// How often the keys behind a socket's channels are checked for revocation. With the auth
+/// cache's one-second lifetime this closes a revoked key's sockets within two seconds.
+const KEY_CHECK: Duration = Duration::from_millis(500);
+/// How long a close frame may take to reach a client that is not reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Close codes: policy violation (slow, revoked), going away (drain), unsupported data.
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_UNSUPPORTED: u16 = 1003;
+
+/// State of the websocket route.
+#[derive(Clone)]
+pub struct Sockets {
+    app: App,
+    cache: PayloadCache,
+}
+
+/// The `/socket/websocket` route.
+pub fn route(app: &App) -> MethodRouter<App> {
+    get(upgrade).with_state(Sockets {
+        app: app.clone(),
+        cache: PayloadCache::default(),
+    })
+}
+
+async fn upgrade(
+    State(s): State<Sockets>,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if s.app.is_draining() {
+        return Error::Unavailable("node is shutting down; connect to another".into())
+            .into_response();
+    }
+    let Some(permit) = s.app.live.admit() else {
+        return Error::Unavailable("node is at its connection limit; connect to another".into())
+            .into_response();
+    };
+    let vsn = Vsn::parse(q.get("vsn").map(String::as_str));
+    // Small read buffers keep an idle connection cheap; large messages still fit.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            run(s, vsn, socket).await;
+            drop(permit);
+        })
+}
+
+/// Why a connection is being closed; the first reason wins.
+#[derive(Clone, Default)]
+struct Kill {
+    token: CancellationToken,
+    reason: Arc<OnceLock<(u16, String)>>,
+}
+
+impl Kill {
+    fn fire(&self, code: u16, reason: impl Into<String>) {
+        let _ = self.reason.set((code, reason.into()));
+        self.token.cancel();
+    }
+}
+
+struct Joined {
+    producer: Option<Principal>,
+    keys: Vec<Uuid>,
+    pump: Option<AbortHandle>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Some(p) = &self.pump {
+            p.abort();
+        }
+    }
+}
+
+struct Conn {
+    s: Sockets,
+    vsn: Vsn,
+    out: mpsc::Sender<String>,
+    kill: Kill,
+    channels: HashMap<String, Joined>,
+}
+
+async fn run(s: Sockets, vsn: Vsn, socket: WebSocket) {
+    let (sink, mut stream) = socket.split();
+    let (out, rx) = mpsc::channel(CLIENT_BUFFER);
+    let kill = Kill::default();
+    let writer = tokio::spawn(write(sink, rx, kill.clone()));
+    let stop = s.app.streams_stop().clone();
+    let mut conn = Conn {
+        s,
+        vsn,
+        out,
+        kill: kill.clone(),
+        channels: HashMap::new(),
+    };
+    let mut check = tokio::time::interval(KEY_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                kill.fire(CLOSE_GOING_AWAY, "server shutting down");
+                break;
+            }
+            _ = kill.token.cancelled() => break,
+            _ = check.tick() => if !conn.keys_active().await {
+                kill.fire(CLOSE_POLICY, "api key revoked");
+                break;
+            },
+            m = stream.next() => match m {
+                Some(Ok(Message::Text(t))) => conn.handle(t.as_str()).await,
+                Some(Ok(Message::Binary(_))) => {
+                    kill.fire(CLOSE_UNSUPPORTED, "binary messages are not supported");
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {} // pings are answered by the websocket library
+            },
+        }
+    }
+    conn.channels.clear(); // stops the pumps
+    kill.token.cancel();
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, writer).await;
+}
+
+/// Writes queued messages; on kill, sends a close frame with the reason (bounded in time).
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<String>,
+    kill: Kill,
+) {
+    loop {
+        let text = tokio::select! {
+            biased;
+            _ = kill.token.cancelled() => break,
+            t = rx.recv() => match t {
+                Some(t) => t,
+                None => break,
+            },
+        };
+        tokio::select! {
+            _ = kill.token.cancelled() => break,
+            r = sink.send(Message::Text(text.into())) => if r.is_err() {
+                kill.token.cancel();
+                return;
+            },
+        }
+    }
+    let frame = kill.reason.get().map(|(code, reason)| CloseFrame {
+        code: *code,
+        reason: reason.as_str().into(),
+    });
+    if let Some((code, reason)) = kill.reason.get() {
+        tracing::info!(code, reason, "closing websocket");
+    }
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(frame))).await;
+}
+
+fn slow_client() -> String {
+    format!("slow client: more than {CLIENT_BUFFER} messages waiting to be sent; disconnected")
+}
+
+impl Conn {
+    fn send(&self, text: String) {
+        if self.out.try_send(text).is_err() {
+            self.kill.fire(CLOSE_POLICY, slow_client());
+        }
+    }
+
+    fn reply(&self, to: &Frame, status: &str, response: Value) {
+        self.send(to.reply(status, response).encode(self.vsn));
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let frame = match Frame::decode(text, self.vsn) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = e, "ignoring a malformed websocket message");
+                return;
+            }
+        };
+        match frame.event.as_str() {
+            "heartbeat" if frame.topic == "phoenix" => self.reply(&frame, "ok", json!({})),
+            "phx_join" => self.join(frame).await,
+            _ if !self.channels.contains_key(&frame.topic) => {
+                self.reply(&frame, "error", json!({"reason": "unmatched topic"}));
+            }
+            "phx_leave" => {
+                self.channels.remove(&frame.topic);
+                self.reply(&frame, "ok", json!({}));
+            }
+            "publish_events" => self.publish(frame).await,
+            _ => self.reply(&frame, "error", json!({"reason": "unknown event"})),
+        }
+    }
+
+    async fn join(&mut self, frame: Frame) {
+        let id = frame
+            .topic
+            .strip_prefix("events:")
+            .and_then(|s| Uuid::parse_str(s).ok());
+        let Some(id) = id else {
+            return self.reply(&frame, "error", json!({"reason": "unmatched topic"}));
+        };
+        let (consumer, producer) = match self.authorize(id, &frame.payload).await {
+            Some(p) => p,
+            None => return self.reply(&frame, "error", json!({"reason": "unauthorized"})),
+        };
+        let feed = match &consumer {
+            Some(_) => match self.open_feed(id, &frame.payload).await {
+                Ok(f) => Some(f),
+                Err(e) => return self.reply(&frame, "error", json!({"reason": e.to_string()})),
+            },
+            None => None,
+        };
+        // A second join of the same topic replaces the first (as in Phoenix).
+        self.channels.remove(&frame.topic);
+        // The reply is queued before the pump starts, so it precedes every push.
+        self.reply(&frame, "ok", json!({}));
+        let pump = feed.map(|feed| {
+            tokio::spawn(pump(
+                feed,
+                self.out.clone(),
+                self.kill.clone(),
+                self.vsn,
+                frame.join_ref.clone(),
+                frame.topic.clone(),
+                self.s.cache.clone(),
+            ))
+            .abort_handle()
+        });
+        let keys = [&consumer, &producer]
+            .into_iter()
+            .flatten()
+            .map(|p| p.key_id)
+            .filter(|k| !k.is_nil())
+            .collect();
+        self.channels.insert(
+            frame.topic,
+            Joined {
+                producer,
+                keys,
+                pump,
+            },
+        );
+    }
+
+    /// The consumer and producer of a join; `None` when no valid token was given or one of
+    /// the given tokens is invalid or not allowed.
+    async fn authorize(
+        &self,
+        id: Uuid,
+        payload: &Value,
+    ) -> Option<(Option<Principal>, Option<Principal>)> {
+        let app = &self.s.app;
+        if !app.config.auth_enabled {
+            let p = Principal::anonymous_admin();
+            return Some((Some(p.clone()), Some(p)));
+        }
+        let token = |k: &str| {
+            payload
+                .get(k)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+        };
+        let consumer = match token("consumer_token") {
+            None => None,
+            Some(t) => {
+                let p = app.auth.authenticate_jwt(t).await.ok()?;
+                p.authorize_subscription(id).ok()?;
+                Some(p)
+            }
+        };
+        let producer = match token("producer_token") {
+            None => None,
+            Some(t) => {
+                let p = app.auth.authenticate_jwt(t).await.ok()?;
+                p.may_publish_somewhere().ok()?;
+                Some(p)
+            }
+        };
+        (consumer.is_some() || producer.is_some()).then_some((consumer, producer))
+    }
+
+    async fn open_feed(&self, id: Uuid, payload: &Value) -> Result<Feed> {
+        let app = &self.s.app;
+        let sub = app.subscriptions.find(id).await?;
+        let topic = TopicRef {
+            name: TopicName::parse(&sub.topic_name)?,
+            identifier: (!sub.topic_identifier.is_empty()).then_some(sub.topic_identifier),
+        };
+        let after = match payload.get("after_offset") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| Error::invalid("after_offset must be an integer"))?,
+            ),
+        };
+        Feed::open(&app.live, &app.pool, topic, vec![], after).await
+    }
+
+    async fn publish(&mut self, frame: Frame) {
+        let producer = self
+            .channels
+            .get(&frame.topic)
+            .and_then(|j| j.producer.clone());
+        let Some(p) = producer else {
+            let reason = "a producer_token is required to publish";
+            return self.reply(&frame, "unauthorized", json!({ "reason": reason }));
+        };
+        let req: PublishPayload = match serde_json::from_value(frame.payload.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("invalid publish_events payload: {e}");
+                return self.reply(&frame, "error", json!({ "reason": reason }));
+            }
+        };
+        let events = req.events.into_iter().map(|e| e.into_new()).collect();
+        match self
+            .s
+            .app
+            .events
+            .publish(&p, &req.topic, events, req.durable)
+            .await
+        {
+            Ok(stored) => {
+                let offsets: Vec<i64> = stored.iter().map(|e| e.offset).collect();
+                self.reply(&frame, "ok", json!({ "offsets": offsets }));
+            }
+            Err(Error::PermissionDenied(r) | Error::Unauthenticated(r)) => {
+                self.reply(&frame, "unauthorized", json!({ "reason": r }));
+            }
+            Err(e) => {
+                if let Error::Internal(cause) = &e {
+                    tracing::error!(error = ?cause, "websocket publish failed");
+                }
+                self.reply(&frame, "error", json!({ "reason": e.to_string() }));
+            }
+        }
+    }
+
+    async fn keys_active(&self) -> bool {
+        let keys: HashSet<Uuid> = self
+            .channels
+            .values()
+            .flat_map(|j| j.keys.iter().copied())
+            .collect();
+        for k in keys {
+            // A database hiccup is not a revocation: only a definite answer closes the socket.
+            if let Ok(false) = self.s.app.auth.still_active(k).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Moves a channel's feed into the connection's queue, never waiting for the client.
+async fn pump(
+    mut feed: Feed,
+    out: mpsc::Sender<String>,
+    kill: Kill,
+    vsn: Vsn,
+    join_ref: Value,
+    topic: String,
+    cache: PayloadCache,
+) {
+    loop {
+        match feed.next().await {
+            Ok(batch) => {
+                for e in batch.iter() {
+                    let payload = cache.get(e);
+                    let text = encode_raw(
+                        vsn,
+                        &join_ref,
+                        &Value::Null,
+                        &topic,
+                        "event:published",
+                        &payload,
+                    );
+                    if out.try_send(text).is_err() {
+                        kill.fire(CLOSE_POLICY, slow_client());
+                        return;
+                    }
+                }
+            }
+            Err(Error::ResourceExhausted(reason)) => {
+                kill.fire(CLOSE_POLICY, reason);
+                return;
+            }
+            Err(e) => {
+                // The channel errors (topic dropped, database away); Phoenix clients rejoin,
+                // resuming with `after_offset` when they pass it.
+                tracing::debug!(error = %e, topic, "websocket channel feed failed");
+                let payload = json!({ "reason": e.to_string() }).to_string();
+                let text = encode_raw(vsn, &join_ref, &join_ref, &topic, "phx_error", &payload);
+                let _ = out.try_send(text);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! One client's view of a topic: a replay from Postgres after a given offset, then the live
+//! hub, with no gap and no duplicate for durable events and in offset order.
+//!
+//! The feed remembers the last topic offset it has accounted for. A live batch that starts
+//! right after it is passed on as is (no copy); one that starts later means something was
+//! missed (Redis pub/sub is at-most-once, a node may have joined late, the hub may have lagged
+//! during a replay), so the feed reads the gap from Postgres; anything at or below it is a
+//! duplicate and dropped. Non-durable events (offset 0) are live only and pass straight on.
+
+use super::{Batch, Live};
+use crate::error::{Error, Result};
+use crate::events::{Event, Filter, read_after};
+use crate::topics::{TopicName, TopicRef};
+use sqlx::PgPool;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+/// Events read from Postgres per replay step.
+pub const REPLAY_BATCH: i64 = 500;
+
+/// An ordered, resumable stream of one topic's events for one client.
+pub struct Feed {
+    pool: PgPool,
+    topic: TopicRef,
+    filters: Vec<Filter>,
+    rx: broadcast::Receiver<Batch>,
+    /// Highest topic offset delivered or known not to match.
+    last: i64,
+    replaying: bool,
+    /// Set when a replay ends: a lag reported right after it is the replay's, not the client's.
+    after_replay: bool,
+}
+
+impl Feed {
+    /// Opens a feed. With `after` it first replays stored events after that offset; without,
+    /// it starts at the topic's current end. The hub subscription is taken before the topic's
+    /// end is read, so nothing committed in between can be missed.
+    pub async fn open(
+        live: &Live,
+        pool: &PgPool,
+        topic: TopicRef,
+        filters: Vec<Filter>,
+        after: Option<i64>,
+    ) -> Result<Feed> {
+        if after.is_some_and(|a| a < 0) {
+            return Err(Error::invalid("after_offset must not be negative"));
+        }
+        let rx = live.subscribe(topic.name.as_str());
+        let head = head(pool, &topic.name).await?;
+        Ok(Feed {
+            pool: pool.clone(),
+            topic,
+            filters,
+            rx,
+            last: after.unwrap_or(head),
+            replaying: after.is_some(),
+            after_replay: false,
+        })
+    }
+
+    /// The topic offset the client has been brought up to (what to resume after).
+    pub fn last_offset(&self) -> i64 {
+        self.last
+    }
+
+    /// The next non-empty batch for the client. Cancel-safe: state changes only after each
+    /// await completes. Fails with [`Error::ResourceExhausted`] when the client fell more than
+    /// the hub's buffer behind, and with [`Error::NotFound`] when the topic is dropped.
+    pub async fn next(&mut self) -> Result<Batch> {
+        loop {
+            if self.replaying {
+                let rows = self.replay_step().await?;
+                if !rows.is_empty() {
+                    return Ok(rows.into());
+                }
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(batch) => {
+                    self.after_replay = false;
+                    if let Some(b) = self.accept(batch) {
+                        return Ok(b);
+                    }
+                }
+                Err(RecvError::Lagged(_)) if self.after_replay => {
+                    // Batches piled up while we read Postgres; they are durable, read them too.
+                    self.after_replay = false;
+                    self.replaying = true;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    return Err(Error::ResourceExhausted(format!(
+                        "slow client: fell more than {} batches behind the live stream",
+                        super::TOPIC_BUFFER
+                    )));
+                }
+                Err(RecvError::Closed) => {
+                    return Err(Error::Unavailable("live stream closed".into()));
+                }
+            }
+        }
+    }
+
+    fn matches(&self, e: &Event) -> bool {
+        self.topic
+            .identifier
+            .as_deref()
+            .is_none_or(|i| i == e.topic_identifier)
+    }
+
+    /// Applies a live batch: what to pass on, or `None`. Switches to replay on a gap.
+    fn accept(&mut self, batch: Batch) -> Option<Batch> {
+        let first = batch.first()?;
+        if first.offset == 0 {
+            // Non-durable: live only. Filters are evaluated by Postgres, so a filtered feed
+            // carries durable events only.
+            if !self.filters.is_empty() {
+                return None;
+            }
+            return self.select(batch, |_| true);
+        }
+        let newest = batch.iter().map(|e| e.offset).max().unwrap_or(0);
+        if newest <= self.last {
+            return None; // already delivered (a duplicate announcement or the safety sweep)
+        }
+        let first_new = batch
+            .iter()
+            .map(|e| e.offset)
+            .filter(|o| *o > self.last)
+            .min()
+            .unwrap_or(newest);
+        if first_new != self.last + 1 || !self.filters.is_empty() {
+            // A gap (or filters that only Postgres can evaluate): read from the store.
+            self.replaying = true;
+            return None;
+        }
+        let after = self.last;
+        self.last = newest;
+        self.select(batch, |e| e.offset > after)
+    }
+
+    fn select(&self, batch: Batch, keep: impl Fn(&Event) -> bool) -> Option<Batch> {
+        if batch.iter().all(|e| keep(e) && self.matches(e)) {
+            return Some(batch); // the common case: share the hub's batch
+        }
+        let picked: Vec<Event> = batch
+            .iter()
+            .filter(|e| keep(e) && self.matches(e))
+            .cloned()
+            .collect();
+        (!picked.is_empty()).then(|| picked.into())
+    }
+
+    async fn replay_step(&mut self) -> Result<Vec<Event>> {
+        // The end is read first: every offset up to it is committed, so a short read below
+        // proves nothing matching is left up to it.
+        let end = head(&self.pool, &self.topic.name).await?;
+        let rows = read_after(
+            &self.pool,
+            &self.topic,
+            self.last,
+            REPLAY_BATCH,
+            &self.filters,
+        )
+        .await?;
+        let read_to = rows.last().map_or(self.last, |e| e.offset);
+        if (rows.len() as i64) < REPLAY_BATCH {
+            self.last = read_to.max(end).max(self.last);
+            self.replaying = false;
+            self.after_replay = true;
+        } else {
+            self.last = read_to;
+        }
+        Ok(rows)
+    }
+}
+
+/// A topic's highest committed offset.
+async fn head(pool: &PgPool, name: &TopicName) -> Result<i64> {
+    sqlx::query_scalar("SELECT last_offset FROM topics WHERE name = $1")
+        .bind(name.as_str())
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::not_found("Topic not found"))
+}
