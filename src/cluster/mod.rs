@@ -4,3 +4,4 @@
 pub mod bus;
 pub mod membership;
 pub mod ownership;
+pub mod status;

@@ -106,8 +106,8 @@ test("a webhook subscription is created and shows its deliveries", async () => {
   await page.waitForURL(/\/subscriptions\/[0-9a-f-]{36}$/);
   if (process.env.ER_EXPECT_DELIVERIES === "1") {
     // Replay from the start so the event published before the subscription is delivered.
-    await page.fill("#replay-offset", "0");
-    await page.click("text=Replay");
+    await page.fill("#f-offset", "0");
+    await page.click("button:has-text(\"Replay\")");
     for (let i = 0; i < 60; i++) {
       if (await page.locator("#deliveries td", { hasText: "delivered" }).count()) { break; }
       await page.waitForTimeout(500);

@@ -405,3 +405,94 @@ async fn ui_live_tail_streams_published_events() {
         .expect("event arrives on the tail");
     assert!(seen.contains("\"offset\":1"), "{seen}");
 }
+
+#[tokio::test]
+async fn ui_webhook_subscription_pause_resume_replay_and_edit() {
+    let c = TestCluster::start(1).await;
+    ui_user(&c).await;
+    create_topic(&c, "orders").await;
+    let ui = Ui::new(&c, 0);
+    ui.sign_in(PASSWORD).await;
+    let t = ui.token().await;
+    let form = [
+        ("_csrf", t.as_str()),
+        ("name", "hook"),
+        ("topic", "orders"),
+        ("kind", "webhook"),
+        ("endpoint_url", "http://127.0.0.1:9/x"),
+        ("settings", ""),
+    ];
+    let (code, _, loc) = ui.post("/subscriptions", &form).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let detail = loc.unwrap();
+    let (code, page, _) = ui.get(&detail).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        page.contains("id=\"cursor\"") && page.contains("id=\"lag\""),
+        "{page}"
+    );
+
+    let (code, _, _) = ui.post(&format!("{detail}/pause"), &[("_csrf", &t)]).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    assert!(
+        ui.get(&detail)
+            .await
+            .1
+            .contains("<dd id=\"state\">paused</dd>")
+    );
+    ui.post(&format!("{detail}/resume"), &[("_csrf", &t)]).await;
+    assert!(
+        ui.get(&detail)
+            .await
+            .1
+            .contains("<dd id=\"state\">active</dd>")
+    );
+
+    let (code, page, _) = ui
+        .post(
+            &format!("{detail}/replay"),
+            &[("_csrf", &t), ("offset", "99")],
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.contains("id=\"f-offset-error\"") && page.contains("past the topic"),
+        "{page}"
+    );
+    let (code, _, _) = ui
+        .post(
+            &format!("{detail}/replay"),
+            &[("_csrf", &t), ("offset", "0")],
+        )
+        .await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+
+    let edit = [
+        ("_csrf", t.as_str()),
+        ("name", "hook2"),
+        ("identifier", ""),
+        ("endpoint_url", ""),
+        ("settings", ""),
+    ];
+    let (code, page, _) = ui.post(&format!("{detail}/edit"), &edit).await;
+    assert_eq!(
+        code,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a webhook needs its URL"
+    );
+    assert!(page.contains("id=\"f-endpoint_url-error\""));
+    let edit = [
+        ("_csrf", t.as_str()),
+        ("name", "hook2"),
+        ("identifier", "42"),
+        ("endpoint_url", "https://example.com/h"),
+        ("settings", "max_attempts=3"),
+    ];
+    let (code, _, _) = ui.post(&format!("{detail}/edit"), &edit).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let page = ui.get(&detail).await.1;
+    assert!(
+        page.contains("orders:42") && page.contains("https://example.com/h"),
+        "{page}"
+    );
+}

@@ -2,10 +2,13 @@
 //! through the library, and runs `node tests/browser/ui.test.mjs` against node 0. When the
 //! script's live tail is open it asks (a `@@publish <topic>` line on stdout) and this test
 //! publishes over gRPC on node 1, so the event must cross nodes to reach the page.
+//! It also creates a webhook subscription pointing at a real receiver, replays it from
+//! offset 0 and waits for the delivered attempt on the subscription page.
 //! Screenshots land in `artifacts/ui/`. Installs Chromium (apt) and playwright-core (npm ci)
 //! when they are missing; never downloads a browser through npm.
 
 use crate::helpers::*;
+use crate::receiver::Receiver;
 use crate::ui::{EMAIL, PASSWORD, ui_user};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -47,8 +50,12 @@ async fn ensure_tools() {
 #[tokio::test]
 async fn ui_browser_end_to_end() {
     ensure_tools().await;
-    let c = TestCluster::start(2).await;
+    let c = TestCluster::start_with(2, |c| {
+        c.webhook_allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
     ui_user(&c).await;
+    let hook = Receiver::start().await;
     let artifacts = root().join("artifacts/ui");
     let mut child = Command::new("node")
         .arg(root().join("tests/browser/ui.test.mjs"))
@@ -56,6 +63,8 @@ async fn ui_browser_end_to_end() {
         .env("ER_UI_EMAIL", EMAIL)
         .env("ER_UI_PASSWORD", PASSWORD)
         .env("ER_ARTIFACTS_DIR", &artifacts)
+        .env("ER_WEBHOOK_URL", hook.url("/hook"))
+        .env("ER_EXPECT_DELIVERIES", "1")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -89,4 +98,5 @@ async fn ui_browser_end_to_end() {
     );
     assert!(published, "the browser asked for a publish");
     assert!(artifacts.join("05-live-tail.png").exists());
+    assert!(!hook.log().is_empty(), "the webhook received the event");
 }
