@@ -19,4 +19,5 @@ mod subscriptions;
 mod topics;
 mod ui;
 mod ui_browser;
+mod ui_subscriptions;
 mod tracing;

@@ -1,6 +1,7 @@
 //! Admin UI over real HTTP with a cookie-keeping client: sign-in and its refusals, the redirect
 //! to /login, CSRF refusal of forged and stale forms, session expiry, sign-out, field errors
-//! with nothing saved, every page rendering, and the live tail's event stream.
+//! with nothing saved, every page rendering, and the live tail's event stream. The helpers
+//! here (`Ui`, `ui_user`) serve the other `ui_*` test files.
 
 use crate::helpers::*;
 use eventrelay::users::{Email, Users};
@@ -20,7 +21,7 @@ pub async fn ui_user(c: &TestCluster) {
 }
 
 /// A browser-like client: keeps cookies, does not follow redirects (tests look at them).
-fn client() -> reqwest::Client {
+pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(Policy::none())
@@ -29,7 +30,7 @@ fn client() -> reqwest::Client {
 }
 
 /// The `_csrf` value of the first form of a page.
-fn csrf(html: &str) -> String {
+pub fn csrf(html: &str) -> String {
     let at = html
         .find("name=\"_csrf\" value=\"")
         .expect("page has a CSRF field")
@@ -37,20 +38,21 @@ fn csrf(html: &str) -> String {
     html[at..].split('"').next().unwrap().to_owned()
 }
 
-struct Ui {
-    base: String,
-    http: reqwest::Client,
+/// A signed-out browser session against one node.
+pub struct Ui {
+    pub base: String,
+    pub http: reqwest::Client,
 }
 
 impl Ui {
-    fn new(c: &TestCluster, node: usize) -> Self {
+    pub fn new(c: &TestCluster, node: usize) -> Self {
         Ui {
             base: format!("http://{}", c.nodes[node].http),
             http: client(),
         }
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, String, Option<String>) {
+    pub async fn get(&self, path: &str) -> (StatusCode, String, Option<String>) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -64,7 +66,7 @@ impl Ui {
         (r.status(), r.text().await.unwrap(), loc)
     }
 
-    async fn post(
+    pub async fn post(
         &self,
         path: &str,
         form: &[(&str, &str)],
@@ -83,7 +85,7 @@ impl Ui {
         (r.status(), r.text().await.unwrap(), loc)
     }
 
-    async fn sign_in(&self, password: &str) -> (StatusCode, String, Option<String>) {
+    pub async fn sign_in(&self, password: &str) -> (StatusCode, String, Option<String>) {
         let (_, page, _) = self.get("/login").await;
         let token = csrf(&page);
         self.post(
@@ -99,7 +101,7 @@ impl Ui {
     }
 
     /// The CSRF token of the current session (from any signed-in page).
-    async fn token(&self) -> String {
+    pub async fn token(&self) -> String {
         csrf(&self.get("/topics").await.1)
     }
 }
@@ -404,95 +406,4 @@ async fn ui_live_tail_streams_published_events() {
         .await
         .expect("event arrives on the tail");
     assert!(seen.contains("\"offset\":1"), "{seen}");
-}
-
-#[tokio::test]
-async fn ui_webhook_subscription_pause_resume_replay_and_edit() {
-    let c = TestCluster::start(1).await;
-    ui_user(&c).await;
-    create_topic(&c, "orders").await;
-    let ui = Ui::new(&c, 0);
-    ui.sign_in(PASSWORD).await;
-    let t = ui.token().await;
-    let form = [
-        ("_csrf", t.as_str()),
-        ("name", "hook"),
-        ("topic", "orders"),
-        ("kind", "webhook"),
-        ("endpoint_url", "http://127.0.0.1:9/x"),
-        ("settings", ""),
-    ];
-    let (code, _, loc) = ui.post("/subscriptions", &form).await;
-    assert_eq!(code, StatusCode::SEE_OTHER);
-    let detail = loc.unwrap();
-    let (code, page, _) = ui.get(&detail).await;
-    assert_eq!(code, StatusCode::OK);
-    assert!(
-        page.contains("id=\"cursor\"") && page.contains("id=\"lag\""),
-        "{page}"
-    );
-
-    let (code, _, _) = ui.post(&format!("{detail}/pause"), &[("_csrf", &t)]).await;
-    assert_eq!(code, StatusCode::SEE_OTHER);
-    assert!(
-        ui.get(&detail)
-            .await
-            .1
-            .contains("<dd id=\"state\">paused</dd>")
-    );
-    ui.post(&format!("{detail}/resume"), &[("_csrf", &t)]).await;
-    assert!(
-        ui.get(&detail)
-            .await
-            .1
-            .contains("<dd id=\"state\">active</dd>")
-    );
-
-    let (code, page, _) = ui
-        .post(
-            &format!("{detail}/replay"),
-            &[("_csrf", &t), ("offset", "99")],
-        )
-        .await;
-    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(
-        page.contains("id=\"f-offset-error\"") && page.contains("past the topic"),
-        "{page}"
-    );
-    let (code, _, _) = ui
-        .post(
-            &format!("{detail}/replay"),
-            &[("_csrf", &t), ("offset", "0")],
-        )
-        .await;
-    assert_eq!(code, StatusCode::SEE_OTHER);
-
-    let edit = [
-        ("_csrf", t.as_str()),
-        ("name", "hook2"),
-        ("identifier", ""),
-        ("endpoint_url", ""),
-        ("settings", ""),
-    ];
-    let (code, page, _) = ui.post(&format!("{detail}/edit"), &edit).await;
-    assert_eq!(
-        code,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "a webhook needs its URL"
-    );
-    assert!(page.contains("id=\"f-endpoint_url-error\""));
-    let edit = [
-        ("_csrf", t.as_str()),
-        ("name", "hook2"),
-        ("identifier", "42"),
-        ("endpoint_url", "https://example.com/h"),
-        ("settings", "max_attempts=3"),
-    ];
-    let (code, _, _) = ui.post(&format!("{detail}/edit"), &edit).await;
-    assert_eq!(code, StatusCode::SEE_OTHER);
-    let page = ui.get(&detail).await.1;
-    assert!(
-        page.contains("orders:42") && page.contains("https://example.com/h"),
-        "{page}"
-    );
 }

@@ -1,0 +1,191 @@
+//! Admin UI subscription controls and the `user create` command: a webhook subscription's
+//! pause, resume, replay (with its field error) and edit through the forms, and a user made
+//! by the real binary signing in (bad input refused before anything is stored).
+
+use crate::helpers::*;
+use crate::ui::{PASSWORD, Ui, ui_user};
+use reqwest::StatusCode;
+use std::time::Duration;
+
+#[tokio::test]
+async fn ui_webhook_subscription_pause_resume_replay_and_edit() {
+    let c = TestCluster::start(1).await;
+    ui_user(&c).await;
+    create_topic(&c, "orders").await;
+    let ui = Ui::new(&c, 0);
+    ui.sign_in(PASSWORD).await;
+    let t = ui.token().await;
+    let form = [
+        ("_csrf", t.as_str()),
+        ("name", "hook"),
+        ("topic", "orders"),
+        ("kind", "webhook"),
+        ("endpoint_url", "http://127.0.0.1:9/x"),
+        ("settings", ""),
+    ];
+    let (code, _, loc) = ui.post("/subscriptions", &form).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let detail = loc.unwrap();
+    let (code, page, _) = ui.get(&detail).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        page.contains("id=\"cursor\"") && page.contains("id=\"lag\""),
+        "{page}"
+    );
+
+    let (code, _, _) = ui.post(&format!("{detail}/pause"), &[("_csrf", &t)]).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    assert!(
+        ui.get(&detail)
+            .await
+            .1
+            .contains("<dd id=\"state\">paused</dd>")
+    );
+    ui.post(&format!("{detail}/resume"), &[("_csrf", &t)]).await;
+    assert!(
+        ui.get(&detail)
+            .await
+            .1
+            .contains("<dd id=\"state\">active</dd>")
+    );
+
+    let (code, page, _) = ui
+        .post(
+            &format!("{detail}/replay"),
+            &[("_csrf", &t), ("offset", "99")],
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.contains("id=\"f-offset-error\"") && page.contains("past the topic"),
+        "{page}"
+    );
+    let (code, _, _) = ui
+        .post(
+            &format!("{detail}/replay"),
+            &[("_csrf", &t), ("offset", "0")],
+        )
+        .await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+
+    let edit = [
+        ("_csrf", t.as_str()),
+        ("name", "hook2"),
+        ("identifier", ""),
+        ("endpoint_url", ""),
+        ("settings", ""),
+    ];
+    let (code, page, _) = ui.post(&format!("{detail}/edit"), &edit).await;
+    assert_eq!(
+        code,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a webhook needs its URL"
+    );
+    assert!(page.contains("id=\"f-endpoint_url-error\""));
+    let edit = [
+        ("_csrf", t.as_str()),
+        ("name", "hook2"),
+        ("identifier", "42"),
+        ("endpoint_url", "https://example.com/h"),
+        ("settings", "max_attempts=3"),
+    ];
+    let (code, _, _) = ui.post(&format!("{detail}/edit"), &edit).await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let page = ui.get(&detail).await.1;
+    assert!(
+        page.contains("orders:42") && page.contains("https://example.com/h"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn ui_user_create_command_makes_a_user_who_can_sign_in() {
+    let c = TestCluster::start(1).await;
+    let run = |args: Vec<&'static str>| {
+        let url = c.db.url.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_eventrelay"))
+                .args(args)
+                .env("DATABASE_URL", url)
+                .env_remove("RUST_LOG")
+                .env_remove("ER_USER_PASSWORD")
+                .kill_on_drop(true)
+                .output();
+            tokio::time::timeout(Duration::from_secs(60), out)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let out = run(vec![
+        "user",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "short",
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8 characters"));
+    let out = run(vec![
+        "user",
+        "create",
+        "--email",
+        "not-an-email",
+        "--password",
+        "long enough pw",
+    ])
+    .await;
+    assert!(!out.status.success());
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "refused input stores nothing");
+
+    let out = run(vec![
+        "user",
+        "create",
+        "--email",
+        "Ops@Example.com",
+        "--password",
+        "long enough pw",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["email"], "ops@example.com");
+    let out = run(vec![
+        "user",
+        "create",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "long enough pw",
+    ])
+    .await;
+    assert!(!out.status.success(), "a taken email is refused");
+
+    let ui = Ui::new(&c, 0);
+    let (_, page, _) = ui.get("/login").await;
+    let token = crate::ui::csrf(&page);
+    let (code, _, loc) = ui
+        .post(
+            "/login",
+            &[
+                ("_csrf", &token),
+                ("email", "OPS@example.com"),
+                ("password", "long enough pw"),
+                ("next", "/keys"),
+            ],
+        )
+        .await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    assert_eq!(loc.as_deref(), Some("/keys"));
+    assert_eq!(ui.get("/keys").await.0, StatusCode::OK);
+}
