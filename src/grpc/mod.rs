@@ -3,6 +3,7 @@
 
 mod convert;
 mod status;
+mod stream;
 
 use crate::app::App;
 use crate::auth::Principal;
@@ -448,6 +449,19 @@ impl EventRelay for Service {
                 total_count: wire(page.total_count),
                 next_page: wire(page.next_page),
             })
+        })
+        .await
+    }
+
+    type StreamEventsStream = stream::EventStream;
+
+    async fn stream_events(
+        &self,
+        req: Request<proto::StreamEventsRequest>,
+    ) -> Reply<Self::StreamEventsStream> {
+        self.call("StreamEvents", async {
+            let p = self.principal(&req).await?;
+            stream::open(&self.app, p, req.into_inner()).await
         })
         .await
     }

@@ -34,6 +34,10 @@ use uuid::Uuid;
 pub const CLIENT_BUFFER: usize = 1_024;
 /// Largest message a client may send (a full `publish_events` of large events).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Bytes gathered before a write reaches the socket (the writer flushes explicitly).
+const WRITE_BUFFER: usize = 32 * 1024;
+/// Most queued messages written with one flush.
+const WRITE_BATCH: usize = 64;
 /// How often the keys behind a socket's channels are checked for revocation. With the auth
 /// cache's one-second lifetime this closes a revoked key's sockets within two seconds.
 const KEY_CHECK: Duration = Duration::from_millis(500);
@@ -75,7 +79,7 @@ async fn upgrade(
     let vsn = Vsn::parse(q.get("vsn").map(String::as_str));
     // Small read buffers keep an idle connection cheap; large messages still fit.
     ws.read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             run(s, vsn, socket).await;
@@ -175,9 +179,21 @@ async fn write(
                 None => break,
             },
         };
+        // Everything already queued goes out with one flush: far fewer syscalls when a
+        // busy topic pushes to many clients.
+        let batch = async {
+            sink.feed(Message::Text(text.into())).await?;
+            for _ in 0..WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(t) => sink.feed(Message::Text(t.into())).await?,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
         tokio::select! {
             _ = kill.token.cancelled() => break,
-            r = sink.send(Message::Text(text.into())) => if r.is_err() {
+            r = batch => if r.is_err() {
                 kill.token.cancel();
                 return;
             },

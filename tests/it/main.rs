@@ -4,12 +4,16 @@
 #![allow(clippy::unwrap_used)]
 
 mod helpers;
+mod live_support;
 
 mod auth;
 mod auth_keys;
 mod auth_matrix;
 mod cli;
 mod health;
+mod live_bus;
+mod live_grpc;
+mod live_ws;
 mod offsets;
 mod publish;
 mod pull;

@@ -1,0 +1,498 @@
+//! `er-live-bench`: a bounded, loopback-only benchmark of live streaming across nodes, beside
+//! a raw Redis pub/sub baseline measured in the same run.
+//!
+//! It creates a fresh database, starts release nodes of `eventrelay` as child processes (the
+//! binary next to this one) sharing it and one Redis, and measures:
+//! 1. baseline: Redis PUBLISH-to-subscriber latency at the same rate (one subscriber);
+//! 2. cross-node publish-to-receipt latency: `--clients` websocket clients on node B, one
+//!    event per PublishEvents on node A at `--rate` per second for `--seconds` (timestamps in
+//!    the event data, p50/p99 over every delivery);
+//! 3. maximum deliveries per second to those clients: batches of 100 as fast as the node takes
+//!    them for `--flood-seconds`;
+//! 4. memory per idle websocket: a fresh node's RSS before and after `--idle` connections
+//!    that each joined the subscription (`ulimit -n` must allow them; it is 20,000 here).
+//!
+//! Run: `cargo build --release && target/release/er-live-bench` (`--quick` for a smoke run).
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use eventrelay::auth::{ApiKeys, KeyType};
+use eventrelay::proto::event_relay_client::EventRelayClient;
+use eventrelay::proto::{self, NewEvent};
+use fred::prelude::*;
+use futures::{SinkExt, StreamExt};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(about = "Cross-node live streaming benchmark (loopback, bounded in time)")]
+struct Args {
+    /// Postgres server on which the bench database is created (and dropped at the end).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    admin_url: String,
+    /// Redis shared by the nodes (channels are namespaced by a fresh cluster name).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Websocket clients for the latency and throughput runs.
+    #[arg(long, default_value_t = 1_000)]
+    clients: usize,
+    /// Publishes per second in the latency run.
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Length of the latency run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Length of the throughput run.
+    #[arg(long, default_value_t = 5)]
+    flood_seconds: u64,
+    /// Idle websocket connections for the memory measurement.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Small numbers everywhere: a smoke run.
+    #[arg(long)]
+    quick: bool,
+}
+
+const JWT_SECRET: &str = "bench-secret-not-for-production";
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        (args.clients, args.seconds, args.flood_seconds, args.idle) = (50, 2, 2, 500);
+    }
+    eventrelay::install_crypto_provider();
+    let bin = std::env::current_exe()?.with_file_name("eventrelay");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release)",
+            bin.display()
+        );
+    }
+    let db_name = format!("er_bench_{}", uuid::Uuid::new_v4().simple());
+    let (server, _) = args
+        .admin_url
+        .rsplit_once('/')
+        .context("admin URL has no path")?;
+    let db_url = format!("{server}/{db_name}");
+    let mut admin = PgConnection::connect(&args.admin_url).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{db_name}\"")))
+        .execute(&mut admin)
+        .await?;
+    let result = run(&args, &bin, &db_url).await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    result
+}
+
+async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
+    let cluster = format!("bench{}", uuid::Uuid::new_v4().simple());
+    let a = Server::start(bin, db_url, &args.redis_url, &cluster, "a").await?;
+    let b = Server::start(bin, db_url, &args.redis_url, &cluster, "b").await?;
+    let pool = eventrelay::db::connect(db_url, 4).await?;
+    let keys = ApiKeys::new(pool.clone());
+    let admin = keys
+        .create(KeyType::Admin, "bench", &[], &[])
+        .await?
+        .bearer_token()
+        .context("admin token")?;
+    let mut grpc = a.client().await?;
+    grpc.create_topic(authed(
+        &admin,
+        proto::CreateTopicRequest {
+            name: "bench".into(),
+        },
+    ))
+    .await?;
+    let sub = grpc
+        .create_subscription(authed(
+            &admin,
+            proto::CreateSubscriptionRequest {
+                subscription: Some(proto::NewSubscription {
+                    name: "bench_ws".into(),
+                    topic_name: "bench".into(),
+                    subscription_type: "websocket".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await?
+        .into_inner()
+        .subscription
+        .context("subscription")?
+        .id;
+    let consumer = keys
+        .create(KeyType::Consumer, "bench", &[], &[sub.parse()?])
+        .await?
+        .bearer_token()
+        .context("consumer token")?;
+    let jwt = grpc
+        .create_jwt(authed(&consumer, proto::CreateJwtRequest { expiration: 0 }))
+        .await?
+        .into_inner()
+        .jwt;
+
+    let baseline = redis_baseline(&args.redis_url, args.rate, args.seconds).await?;
+    println!(
+        "baseline  Redis PUBLISH→subscriber at {}/s: p50 {:.2} ms, p99 {:.2} ms ({} samples)",
+        args.rate,
+        pct(&baseline, 0.50),
+        pct(&baseline, 0.99),
+        baseline.len()
+    );
+
+    let clients = Clients::connect(b.http, args.clients, &sub, &jwt, 100).await?;
+    println!("{} websocket clients joined on node B", args.clients);
+    clients.record.store(true, Ordering::Relaxed);
+    let published = paced(&grpc, &admin, args.rate, args.seconds).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    clients.record.store(false, Ordering::Relaxed);
+    let received = clients.received.load(Ordering::Relaxed);
+    let dropped = clients.closed.load(Ordering::Relaxed);
+    let stop = clients.stop.clone();
+    let delivered_before = received;
+    let started = Instant::now();
+    let flooded = flood(&grpc, &admin, args.flood_seconds).await?;
+    let flood_secs = started.elapsed().as_secs_f64();
+    let delivered = clients.received.load(Ordering::Relaxed) - delivered_before;
+    let dropped_flood = clients.closed.load(Ordering::Relaxed) - dropped;
+    stop.cancel();
+    let mut lat = clients.samples().await;
+    lat.sort_unstable();
+    println!(
+        "latency   node A publish → node B websocket, {} clients at {}/s for {} s: \
+         p50 {:.2} ms, p99 {:.2} ms ({} of {} deliveries; {} clients cut off)",
+        args.clients,
+        args.rate,
+        args.seconds,
+        pct(&lat, 0.50),
+        pct(&lat, 0.99),
+        lat.len(),
+        published * args.clients as u64,
+        dropped
+    );
+    println!(
+        "throughput {:.0} deliveries/s to {} clients ({} events published in {:.1} s; {} clients cut off as slow)",
+        delivered as f64 / flood_secs,
+        args.clients,
+        flooded,
+        flood_secs,
+        dropped_flood
+    );
+
+    let c = Server::start(bin, db_url, &args.redis_url, &cluster, "c").await?;
+    let warm = Clients::connect(c.http, 1, &sub, &jwt, 1).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = c.rss_kib()?;
+    let idle = Clients::connect(c.http, args.idle, &sub, &jwt, 200).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = c.rss_kib()?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / args.idle as f64;
+    println!(
+        "memory    {} idle joined websockets: RSS {} → {} KiB, {:.1} KB per connection",
+        args.idle,
+        before,
+        after,
+        per / 1000.0
+    );
+    idle.stop.cancel();
+    warm.stop.cancel();
+    drop((a, b, c));
+    Ok(())
+}
+
+/// A node as a child process, killed on drop.
+struct Server {
+    child: Child,
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+fn free_port() -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+impl Server {
+    async fn start(
+        bin: &std::path::Path,
+        db: &str,
+        redis: &str,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Server> {
+        let (grpc, http) = (free_port()?, free_port()?);
+        let child = Command::new(bin)
+            .arg("serve")
+            .env("DATABASE_URL", db)
+            .env("REDIS_URL", redis)
+            .env("ER_CLUSTER_NAME", cluster)
+            .env("ER_NODE_NAME", name)
+            .env("ER_GRPC_ADDR", grpc.to_string())
+            .env("ER_HTTP_ADDR", http.to_string())
+            .env("ER_JWT_SECRET", JWT_SECRET)
+            .env("ER_RATE_LIMIT_DURABLE_PUBLISH_PER_SECOND", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()?;
+        let s = Server { child, grpc, http };
+        for _ in 0..200 {
+            let ready = reqwest::get(format!("http://{http}/readyz")).await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(s);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("node {name} did not become ready")
+    }
+
+    async fn client(&self) -> Result<EventRelayClient<Channel>> {
+        Ok(EventRelayClient::connect(format!("http://{}", self.grpc)).await?)
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("VmRSS")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        r.metadata_mut().insert("authorization", v);
+    }
+    r
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn stamped(name: &str) -> NewEvent {
+    NewEvent {
+        name: name.into(),
+        data: format!("{{\"t\":{}}}", now_micros()),
+        ..Default::default()
+    }
+}
+
+/// The timestamp in a pushed event, found without parsing the whole message.
+fn stamp(text: &str) -> Option<u64> {
+    let at = text.find("\"data\":{\"t\":")? + 12;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn pct(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Websocket clients joined to one subscription, counting deliveries.
+struct Clients {
+    tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>,
+    received: Arc<AtomicU64>,
+    closed: Arc<AtomicU64>,
+    record: Arc<AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl Clients {
+    async fn connect(
+        http: SocketAddr,
+        n: usize,
+        sub: &str,
+        jwt: &str,
+        parallel: usize,
+    ) -> Result<Clients> {
+        let mut c = Clients {
+            tasks: Vec::with_capacity(n),
+            received: Arc::default(),
+            closed: Arc::default(),
+            record: Arc::default(),
+            stop: CancellationToken::new(),
+        };
+        let url = format!("ws://{http}/socket/websocket?vsn=2.0.0");
+        let join = serde_json::json!(["1", "1", format!("events:{sub}"), "phx_join", {"consumer_token": jwt}])
+            .to_string();
+        let mut pending = futures::stream::iter(0..n)
+            .map(|_| {
+                let (url, join) = (url.clone(), join.clone());
+                async move {
+                    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+                    ws.send(Message::text(join)).await?;
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) if t.contains("\"ok\"") => Ok(ws),
+                        other => bail!("join failed: {other:?}"),
+                    }
+                }
+            })
+            .buffer_unordered(parallel);
+        while let Some(ws) = pending.next().await {
+            let mut ws = ws?;
+            let (received, closed, record, stop) = (
+                c.received.clone(),
+                c.closed.clone(),
+                c.record.clone(),
+                c.stop.clone(),
+            );
+            c.tasks.push(tokio::spawn(async move {
+                let mut samples = Vec::new();
+                loop {
+                    let m = tokio::select! {
+                        _ = stop.cancelled() => return samples,
+                        m = ws.next() => m,
+                    };
+                    match m {
+                        Some(Ok(Message::Text(t))) => {
+                            if let Some(t0) = stamp(t.as_str()) {
+                                received.fetch_add(1, Ordering::Relaxed);
+                                if record.load(Ordering::Relaxed) {
+                                    samples.push(now_micros().saturating_sub(t0));
+                                }
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => {
+                            closed.fetch_add(1, Ordering::Relaxed);
+                            return samples;
+                        }
+                    }
+                }
+            }));
+        }
+        Ok(c)
+    }
+
+    async fn samples(self) -> Vec<u64> {
+        let mut all = Vec::new();
+        for t in self.tasks {
+            all.extend(t.await.unwrap_or_default());
+        }
+        all
+    }
+}
+
+/// One event per PublishEvents at `rate` per second; returns how many were published.
+async fn paced(
+    grpc: &EventRelayClient<Channel>,
+    admin: &str,
+    rate: u64,
+    seconds: u64,
+) -> Result<u64> {
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..rate * seconds {
+        tick.tick().await;
+        let permit = limit.clone().acquire_owned().await?;
+        let (mut c, admin) = (grpc.clone(), admin.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let r = proto::PublishEventsRequest {
+                topic: "bench".into(),
+                events: vec![stamped(&format!("p{i}"))],
+                durable: true,
+            };
+            let ok = c.publish_events(authed(&admin, r)).await.is_ok();
+            drop(permit);
+            ok
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += u64::from(t.await.unwrap_or(false));
+    }
+    Ok(n)
+}
+
+/// Batches of 100 from four publishers for `seconds`; returns events published.
+async fn flood(grpc: &EventRelayClient<Channel>, admin: &str, seconds: u64) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let (mut c, admin) = (grpc.clone(), admin.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let events = (0..100).map(|i| stamped(&format!("f{p}_{i}"))).collect();
+                let r = proto::PublishEventsRequest {
+                    topic: "bench".into(),
+                    events,
+                    durable: true,
+                };
+                if c.publish_events(authed(&admin, r)).await.is_ok() {
+                    n += 100;
+                }
+            }
+            n
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += t.await.unwrap_or(0);
+    }
+    Ok(n)
+}
+
+/// Raw Redis pub/sub latency at `rate` messages per second, one subscriber.
+async fn redis_baseline(url: &str, rate: u64, seconds: u64) -> Result<Vec<u64>> {
+    let publisher = Builder::from_config(Config::from_url(url)?).build()?;
+    let subscriber = Builder::from_config(Config::from_url(url)?).build_subscriber_client()?;
+    publisher.init().await?;
+    subscriber.init().await?;
+    let channel = format!("bench-baseline-{}", uuid::Uuid::new_v4().simple());
+    subscriber.subscribe(channel.clone()).await?;
+    let mut rx = subscriber.message_rx();
+    let n = rate * seconds;
+    let collect = tokio::spawn(async move {
+        let mut v = Vec::with_capacity(n as usize);
+        while v.len() < n as usize {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Ok(m)) => {
+                    let t0: u64 = m.value.convert().unwrap_or(0);
+                    v.push(now_micros().saturating_sub(t0));
+                }
+                _ => break,
+            }
+        }
+        v
+    });
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    for _ in 0..n {
+        tick.tick().await;
+        let _: i64 = publisher.publish(channel.as_str(), now_micros()).await?;
+    }
+    let mut v = collect.await?;
+    v.sort_unstable();
+    let _ = publisher.quit().await;
+    let _ = subscriber.quit().await;
+    Ok(v)
+}
