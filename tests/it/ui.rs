@@ -379,8 +379,8 @@ async fn ui_pages_render_and_escape_event_data() {
 }
 
 #[tokio::test]
-async fn ui_live_tail_streams_published_events() {
-    let c = TestCluster::start(1).await;
+async fn ui_live_tail_streams_events_published_on_another_node() {
+    let c = TestCluster::start(2).await;
     ui_user(&c).await;
     create_topic(&c, "clicks").await;
     let ui = Ui::new(&c, 0);
@@ -397,7 +397,7 @@ async fn ui_live_tail_streams_published_events() {
         while !seen.contains("event: ready") {
             seen.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
         }
-        publish(&c, 0, "clicks", vec![event("click", r#"{"x": 1}"#)]).await;
+        publish(&c, 1, "clicks", vec![event("click", r#"{"x": 1}"#)]).await;
         while !seen.contains("\"name\":\"click\"") {
             seen.push_str(&String::from_utf8_lossy(&r.chunk().await.unwrap().unwrap()));
         }

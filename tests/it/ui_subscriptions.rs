@@ -1,6 +1,7 @@
-//! Admin UI subscription controls and the `user create` command: a webhook subscription's
-//! pause, resume, replay (with its field error) and edit through the forms, and a user made
-//! by the real binary signing in (bad input refused before anything is stored).
+//! Admin UI controls and the `user create` command: a webhook subscription's pause, resume,
+//! replay (with its field error) and edit through the forms; API key grants with their field
+//! errors; the security headers of UI pages; and a user made by the real binary signing in
+//! (bad input refused before anything is stored).
 
 use crate::helpers::*;
 use crate::ui::{PASSWORD, Ui, ui_user};
@@ -188,4 +189,90 @@ async fn ui_user_create_command_makes_a_user_who_can_sign_in() {
     assert_eq!(code, StatusCode::SEE_OTHER);
     assert_eq!(loc.as_deref(), Some("/keys"));
     assert_eq!(ui.get("/keys").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ui_key_grants_show_field_errors_and_pages_forbid_framing() {
+    let c = TestCluster::start(1).await;
+    ui_user(&c).await;
+    let ui = Ui::new(&c, 0);
+    ui.sign_in(PASSWORD).await;
+    let r = ui
+        .http
+        .get(format!("{}/keys", ui.base))
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+
+    let t = ui.token().await;
+    let form = [
+        ("_csrf", t.as_str()),
+        ("name", "p"),
+        ("key_type", "producer"),
+        ("topics", "Bad Topic"),
+        ("subscriptions", ""),
+    ];
+    let (code, page, _) = ui.post("/keys", &form).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("id=\"f-topics-error\""));
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 1, "only the cluster's admin key exists");
+
+    let form = [
+        ("_csrf", t.as_str()),
+        ("name", "p"),
+        ("key_type", "producer"),
+        ("topics", "users"),
+        ("subscriptions", ""),
+    ];
+    let (code, page, _) = ui.post("/keys", &form).await;
+    assert_eq!(code, StatusCode::CREATED);
+    // "Manage this key" links to the key's page.
+    let at = page.find("href=\"/keys/").unwrap() + 6;
+    let key_path = page[at..].split('"').next().unwrap().to_owned();
+    let grants = format!("{key_path}/grants");
+    let (code, page, _) = ui
+        .post(
+            &grants,
+            &[("_csrf", &t), ("op", "add_topic"), ("value", "NOPE!")],
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.contains("id=\"add_topic-error\"") && page.contains("value=\"NOPE!\""),
+        "{page}"
+    );
+    let (code, _, _) = ui
+        .post(
+            &grants,
+            &[("_csrf", &t), ("op", "add_topic"), ("value", "orders:7")],
+        )
+        .await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let page = ui.get(&key_path).await.1;
+    assert!(page.contains("orders:7") && page.contains("users"));
+    let (code, page, _) = ui
+        .post(
+            &grants,
+            &[
+                ("_csrf", &t),
+                ("op", "add_subscription"),
+                ("value", "0190e000-0000-7000-8000-000000000000"),
+            ],
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("id=\"add_subscription-error\""));
 }

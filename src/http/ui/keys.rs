@@ -179,6 +179,17 @@ async fn detail(
     Extension(user): Extension<CurrentUser>,
     Path(id): Path<Uuid>,
 ) -> UiResult {
+    render_detail(&app, &user, id, &Errors::new(), "", StatusCode::OK).await
+}
+
+async fn render_detail(
+    app: &App,
+    user: &CurrentUser,
+    id: Uuid,
+    errors: &Errors,
+    topic_value: &str,
+    code: StatusCode,
+) -> UiResult {
     let k = app.auth.keys().get(id).await?;
     let p = app.auth.keys().principal(id).await?;
     let subs = app
@@ -197,19 +208,23 @@ async fn detail(
             dt { "Type" } dd { (k.key_type.as_str()) }
             dt { "Status" } dd { @if k.revoked { "revoked" } @else { "active" } }
         }
+        (errors.summary())
         h2 { "Topics" }
         @if p.topics.is_empty() { p { "No topic grants." } }
         ul { @for t in &p.topics {
             @let label = if t.identifier.is_empty() { t.name.clone() } else { format!("{}:{}", t.name, t.identifier) };
-            li { (label) " " (grant_button(&user, id, "remove_topic", &label, "Remove")) }
+            li { (label) " " (grant_button(user, id, "remove_topic", &label, "Remove")) }
         } }
-        (grant_form(&user, id, "add_topic", "Grant a topic", html! { input #add_topic name="value" type="text" placeholder="users or users:42"; }))
+        (grant_form(user, id, errors, "add_topic", "Grant a topic", html! {
+            input #add_topic name="value" type="text" placeholder="users or users:42" value=(topic_value)
+                aria-invalid=[errors.get("add_topic").map(|_| "true")] aria-describedby=[errors.get("add_topic").map(|_| "add_topic-error")];
+        }))
         h2 { "Subscriptions" }
         @if p.subscriptions.is_empty() { p { "No subscription associations." } }
         ul { @for s in &p.subscriptions {
-            li { a href={ "/subscriptions/" (s.id) } { (s.id) } " " (grant_button(&user, id, "remove_subscription", &s.id.to_string(), "Remove")) }
+            li { a href={ "/subscriptions/" (s.id) } { (s.id) } " " (grant_button(user, id, "remove_subscription", &s.id.to_string(), "Remove")) }
         } }
-        (grant_form(&user, id, "add_subscription", "Associate a subscription", html! {
+        (grant_form(user, id, errors, "add_subscription", "Associate a subscription", html! {
             select #add_subscription name="value" { @for s in &subs { option value=(s.id) { (s.name) " (" (s.topic_name) ")" } } }
         }))
         @if !k.revoked {
@@ -222,14 +237,14 @@ async fn detail(
         }
     };
     Ok(respond(
-        StatusCode::OK,
-        layout(&user, "/keys", &format!("API key {name}"), body),
+        code,
+        layout(user, "/keys", &format!("API key {name}"), body),
     ))
 }
 
 fn grant_button(user: &CurrentUser, id: Uuid, op: &str, value: &str, label: &str) -> Markup {
     html! {
-        form.inline method="post" action={ "/keys/" (id) "/grants" } style="display:inline-flex" {
+        form.grant method="post" action={ "/keys/" (id) "/grants" } {
             (user.csrf())
             input type="hidden" name="op" value=(op);
             input type="hidden" name="value" value=(value);
@@ -238,12 +253,23 @@ fn grant_button(user: &CurrentUser, id: Uuid, op: &str, value: &str, label: &str
     }
 }
 
-fn grant_form(user: &CurrentUser, id: Uuid, op: &str, label: &str, input: Markup) -> Markup {
+fn grant_form(
+    user: &CurrentUser,
+    id: Uuid,
+    errors: &Errors,
+    op: &'static str,
+    label: &str,
+    input: Markup,
+) -> Markup {
     html! {
         form.inline method="post" action={ "/keys/" (id) "/grants" } {
             (user.csrf())
             input type="hidden" name="op" value=(op);
-            div.field { label for=(op) { (label) } (input) }
+            div.field {
+                label for=(op) { (label) }
+                (input)
+                @if let Some(e) = errors.get(op) { p.field-error id={ (op) "-error" } { (e) } }
+            }
             button type="submit" { "Add" }
         }
     }
@@ -259,18 +285,59 @@ struct GrantForm {
 
 async fn grants(
     State(app): State<App>,
+    Extension(user): Extension<CurrentUser>,
     Path(id): Path<Uuid>,
     Form(f): Form<GrantForm>,
 ) -> UiResult {
     let keys = app.auth.keys();
-    match f.op.as_str() {
-        "add_topic" => drop(keys.add_topics(id, &parse_topics(&f.value)?).await?),
-        "remove_topic" => drop(keys.delete_topics(id, &parse_topics(&f.value)?).await?),
-        "add_subscription" => drop(keys.add_subscriptions(id, &parse_ids(&f.value)?).await?),
-        "remove_subscription" => drop(keys.delete_subscriptions(id, &parse_ids(&f.value)?).await?),
+    let mut errors = Errors::new();
+    let done = match f.op.as_str() {
+        "add_topic" => match errors.check("add_topic", parse_topics(&f.value)) {
+            Some(t) if t.is_empty() => {
+                errors.add("add_topic", "enter a topic");
+                false
+            }
+            Some(t) => keys.add_topics(id, &t).await.map(|_| true)?,
+            None => false,
+        },
+        "remove_topic" => keys
+            .delete_topics(id, &parse_topics(&f.value)?)
+            .await
+            .map(|_| true)?,
+        "add_subscription" => match errors.check("add_subscription", parse_ids(&f.value)) {
+            Some(ids) => match keys.add_subscriptions(id, &ids).await {
+                Ok(_) => true,
+                Err(e @ Error::NotFound(_)) => {
+                    errors.add("add_subscription", message(&e));
+                    false
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => false,
+        },
+        "remove_subscription" => keys
+            .delete_subscriptions(id, &parse_ids(&f.value)?)
+            .await
+            .map(|_| true)?,
         _ => return Err(Error::invalid("unknown grant operation").into()),
+    };
+    if done {
+        return Ok(see_other(&format!("/keys/{id}")));
     }
-    Ok(see_other(&format!("/keys/{id}")))
+    let topic_value = if f.op == "add_topic" {
+        f.value.as_str()
+    } else {
+        ""
+    };
+    render_detail(
+        &app,
+        &user,
+        id,
+        &errors,
+        topic_value,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await
 }
 
 async fn revoke(State(app): State<App>, Path(id): Path<Uuid>) -> UiResult {
