@@ -3,8 +3,10 @@
 //! look like) and the SQL of the `users` and `sessions` tables.
 
 mod sessions;
+mod throttle;
 
 pub use sessions::{DEFAULT_SESSION_TTL, Session, random_token};
+pub use throttle::{MAX_FAILURES, WINDOW};
 
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use argon2::Argon2;
@@ -12,7 +14,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use uuid::Uuid;
 
 /// Shortest password accepted.
@@ -79,6 +81,7 @@ pub struct User {
 #[derive(Clone)]
 pub struct Users {
     pool: PgPool,
+    throttle: Arc<throttle::Throttle>,
 }
 
 /// Hashes off the async workers: Argon2 is deliberately slow (tens of milliseconds).
@@ -122,7 +125,10 @@ async fn verify(password: String, stored: Option<String>) -> Result<bool> {
 impl Users {
     /// The service over a pool.
     pub fn new(pool: PgPool) -> Self {
-        Users { pool }
+        Users {
+            pool,
+            throttle: Arc::default(),
+        }
     }
 
     /// Adds a user. Refuses a taken address with [`Error::AlreadyExists`].
@@ -208,12 +214,21 @@ impl Users {
     }
 
     /// The user with that email and password, or `None`. An unknown email costs as much time
-    /// as a wrong password, so response times do not tell which addresses exist.
+    /// as a wrong password, so response times do not tell which addresses exist. After
+    /// [`MAX_FAILURES`] wrong passwords for an email in [`WINDOW`], answers
+    /// [`Error::ResourceExhausted`] until the window ends (per node).
     pub async fn check_credentials(&self, email: &str, password: &str) -> Result<Option<User>> {
+        let email = email.trim().to_lowercase();
+        if let Some(left) = self.throttle.blocked_for(&email) {
+            return Err(Error::ResourceExhausted(format!(
+                "too many failed sign-ins for this email: try again in {} minute(s)",
+                left.as_secs().div_ceil(60).max(1)
+            )));
+        }
         if password.len() > MAX_PASSWORD_LEN {
+            self.throttle.failed(&email);
             return Ok(None);
         }
-        let email = email.trim().to_lowercase();
         let row: Option<(Uuid, String, DateTime<Utc>, String)> = sqlx::query_as(
             "SELECT id, email, inserted_at, password_hash FROM users WHERE email = $1",
         )
@@ -222,6 +237,11 @@ impl Users {
         .await?;
         let stored = row.as_ref().map(|(.., h)| h.clone());
         let ok = verify(password.to_owned(), stored).await?;
+        if ok {
+            self.throttle.succeeded(&email);
+        } else {
+            self.throttle.failed(&email);
+        }
         Ok(row.filter(|_| ok).map(|(id, email, inserted_at, _)| User {
             id,
             email,

@@ -23,5 +23,5 @@ mod subscriptions;
 mod topics;
 mod ui;
 mod ui_browser;
-mod ui_subscriptions;
+mod ui_controls;
 mod tracing;

@@ -260,6 +260,17 @@ pub async fn login(
                 StatusCode::UNAUTHORIZED,
             );
         }
+        Err(e @ crate::error::Error::ResourceExhausted(_)) => {
+            let msg = e.to_string();
+            return login_form(
+                &app,
+                &headers,
+                &f.email,
+                &f.next,
+                Some(&msg),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
         Err(e) => return UiError(e).into_response(),
     };
     let (token, _) = match app.users.start_session(user.id, DEFAULT_SESSION_TTL).await {

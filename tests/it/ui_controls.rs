@@ -1,7 +1,7 @@
 //! Admin UI controls and the `user create` command: a webhook subscription's pause, resume,
 //! replay (with its field error) and edit through the forms; API key grants with their field
-//! errors; the security headers of UI pages; and a user made by the real binary signing in
-//! (bad input refused before anything is stored).
+//! errors; the security headers of UI pages; sign-in throttling; and a user made by the real
+//! binary signing in (bad input refused before anything is stored).
 
 use crate::helpers::*;
 use crate::ui::{PASSWORD, Ui, ui_user};
@@ -275,4 +275,25 @@ async fn ui_key_grants_show_field_errors_and_pages_forbid_framing() {
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("id=\"add_subscription-error\""));
+}
+
+#[tokio::test]
+async fn ui_sign_in_is_throttled_after_repeated_wrong_passwords() {
+    let c = TestCluster::start(1).await;
+    ui_user(&c).await;
+    let ui = Ui::new(&c, 0);
+    for _ in 0..eventrelay::users::MAX_FAILURES {
+        assert_eq!(
+            ui.sign_in("wrong password").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (code, page, _) = ui.sign_in(PASSWORD).await;
+    assert_eq!(
+        code,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    assert!(page.contains("too many failed sign-ins"), "{page}");
+    assert_eq!(ui.get("/topics").await.0, StatusCode::SEE_OTHER);
 }
