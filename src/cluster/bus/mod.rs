@@ -17,15 +17,16 @@
 
 mod notify;
 mod pubsub;
+mod sequencer;
 
 use crate::config::Config;
 use crate::events::{Event, read_after};
 use crate::live::{Batch, Live};
 use crate::topics::{TopicName, TopicRef};
+use sequencer::Sequencer;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -80,18 +81,17 @@ pub struct Bus {
 }
 
 struct Inner {
-    node: Uuid,
     live: Live,
     outgoing: mpsc::Sender<(String, Batch)>,
-    // Highest durable offset per topic handed to the local hub. A std mutex: held only for a
-    // map update, never across an await.
-    seen: Mutex<HashMap<String, i64>>,
+    /// Local durable batches on their way to the sequencer.
+    local: mpsc::Sender<(String, Batch)>,
 }
 
 impl Bus {
     /// Starts the announcer, the receivers (LISTEN always, Redis when configured) and the
-    /// sweep on `tracker`; they stop when `stop` is cancelled. `redis` is the node's client
-    /// for publishing; a separate subscriber connection is opened from `config.redis_url`.
+    /// sequencer with its sweep on `tracker`; they stop when `stop` is cancelled. `redis` is
+    /// the node's client for publishing; a separate subscriber connection is opened from
+    /// `config.redis_url`.
     pub fn start(
         config: &Config,
         pool: PgPool,
@@ -100,14 +100,10 @@ impl Bus {
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> anyhow::Result<Bus> {
+        let node = Uuid::new_v4();
         let (outgoing, out_rx) = mpsc::channel(ANNOUNCE_QUEUE);
+        let (local, local_rx) = mpsc::channel(INCOMING_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
-        let inner = Arc::new(Inner {
-            node: Uuid::new_v4(),
-            live: live.clone(),
-            outgoing,
-            seen: Mutex::default(),
-        });
         let prefix = format!("{}:live:", config.cluster_name);
         tracker.spawn(notify::listen(
             config.database_url.clone(),
@@ -119,21 +115,28 @@ impl Bus {
             tracker.spawn(pubsub::receive(
                 subscriber,
                 prefix.clone(),
-                live,
+                live.clone(),
                 in_tx,
                 stop.clone(),
             ));
         }
         tracker.spawn(announce(
-            inner.node,
+            node,
             out_rx,
             redis,
             prefix,
             pool.clone(),
             stop.clone(),
         ));
-        tracker.spawn(receive(inner.clone(), pool, in_rx, stop));
-        Ok(Bus { inner })
+        let sequencer = Sequencer::new(live.clone(), pool.clone());
+        tracker.spawn(receive(node, sequencer, pool, local_rx, in_rx, stop));
+        Ok(Bus {
+            inner: Arc::new(Inner {
+                live,
+                outgoing,
+                local,
+            }),
+        })
     }
 
     /// Hands events of `topic` (committed, or non-durable) to local listeners and announces
@@ -143,8 +146,14 @@ impl Bus {
             return;
         }
         let batch: Batch = events.into();
-        self.inner.advance(topic, &batch);
-        self.inner.live.publish_batch(topic, batch.clone());
+        let durable = batch.first().is_some_and(|e| e.offset > 0);
+        if !durable || !self.inner.live.has_listeners(topic) {
+            self.inner.live.publish_batch(topic, batch.clone());
+        } else if let Err(e) = self.inner.local.try_send((topic.to_owned(), batch.clone())) {
+            // The sequencer is behind: hand over directly, feeds order it themselves.
+            let (topic, batch) = e.into_inner();
+            self.inner.live.publish_batch(&topic, batch);
+        }
         if self
             .inner
             .outgoing
@@ -156,24 +165,6 @@ impl Bus {
                 "bus queue full: announcement dropped, sweeps recover it"
             );
         }
-    }
-}
-
-impl Inner {
-    /// Records durable offsets handed to the hub; returns the previous high mark.
-    fn advance(&self, topic: &str, batch: &[Event]) -> Option<i64> {
-        let last = batch.iter().map(|e| e.offset).max().unwrap_or(0);
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let before = seen.get(topic).copied();
-        if last > 0 && before.is_none_or(|b| last > b) {
-            seen.insert(topic.to_owned(), last);
-        }
-        before
-    }
-
-    fn seen(&self, topic: &str) -> Option<i64> {
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(topic).copied()
     }
 }
 
@@ -203,24 +194,34 @@ async fn announce(
     }
 }
 
-/// Feeds the hub from received announcements, and sweeps once a second.
+/// Feeds the hub through the sequencer from local commits and received announcements, and
+/// sweeps once a second.
 async fn receive(
-    inner: Arc<Inner>,
+    node: Uuid,
+    mut seq: Sequencer,
     pool: PgPool,
-    mut rx: mpsc::Receiver<Announcement>,
+    mut local: mpsc::Receiver<(String, Batch)>,
+    mut remote: mpsc::Receiver<Announcement>,
     stop: CancellationToken,
 ) {
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let deadline = seq.deadline();
         tokio::select! {
             _ = stop.cancelled() => return,
-            a = rx.recv() => match a {
-                Some(a) => deliver(&inner, &pool, a).await,
+            l = local.recv() => match l {
+                Some((topic, batch)) => seq.durable(&topic, batch),
                 None => return,
             },
+            a = remote.recv() => match a {
+                Some(a) if a.node != node => deliver(&mut seq, a).await,
+                Some(_) => {} // our own, already handed over
+                None => return,
+            },
+            _ = sleep_until(deadline), if deadline.is_some() => seq.expire().await,
             _ = sweep.tick() => {
-                if let Err(e) = self::sweep(&inner, &pool).await {
+                if let Err(e) = self::sweep(&mut seq, &pool).await {
                     tracing::debug!(error = %e, "live sweep failed; retrying next tick");
                 }
             }
@@ -228,41 +229,31 @@ async fn receive(
     }
 }
 
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d).await;
+    }
+}
+
 /// Hands one announcement from another node to the local hub.
-async fn deliver(inner: &Inner, pool: &PgPool, a: Announcement) {
-    if a.node == inner.node || !inner.live.has_listeners(&a.topic) {
+async fn deliver(seq: &mut Sequencer, a: Announcement) {
+    if !seq.live().has_listeners(&a.topic) {
         return;
     }
     if a.last == 0 {
-        inner.live.published(&a.topic, a.events);
-        return;
-    }
-    let seen = inner.seen(&a.topic).unwrap_or(0);
-    if a.last <= seen {
-        return; // already handed over (by a local publish, the sweep or the other transport)
-    }
-    let events = if a.events.is_empty() {
-        let from = (a.first - 1).max(seen).max(a.last - FETCH_TAIL);
-        match fetch(pool, &a.topic, from).await {
-            Ok(events) => events,
-            Err(e) => {
-                tracing::debug!(error = %e, topic = a.topic, "fetching announced events failed");
-                return;
-            }
-        }
+        seq.live().published(&a.topic, a.events);
+    } else if a.events.is_empty() {
+        seq.range(&a.topic, a.first, a.last).await;
     } else {
-        a.events.into_iter().filter(|e| e.offset > seen).collect()
-    };
-    if !events.is_empty() {
-        inner.advance(&a.topic, &events);
-        inner.live.published(&a.topic, events);
+        seq.durable(&a.topic, a.events.into());
     }
 }
 
 /// Compares each listened topic's committed end with what the hub has seen and hands over
 /// the tail that the transports lost.
-async fn sweep(inner: &Inner, pool: &PgPool) -> crate::error::Result<()> {
-    let topics = inner.live.topics();
+async fn sweep(seq: &mut Sequencer, pool: &PgPool) -> crate::error::Result<()> {
+    seq.retain_listened();
+    let topics = seq.live().topics();
     if topics.is_empty() {
         return Ok(());
     }
@@ -272,22 +263,15 @@ async fn sweep(inner: &Inner, pool: &PgPool) -> crate::error::Result<()> {
             .fetch_all(pool)
             .await?;
     for (topic, end) in ends {
-        match inner.seen(&topic) {
+        match seq.seen(&topic) {
             Some(seen) if end > seen => {
-                let events = fetch(pool, &topic, seen.max(end - FETCH_TAIL)).await?;
-                if !events.is_empty() {
-                    tracing::debug!(topic, seen, end, "sweep recovered events the bus missed");
-                    inner.advance(&topic, &events);
-                    inner.live.published(&topic, events);
-                }
+                tracing::debug!(topic, seen, end, "sweep recovers events the bus missed");
+                seq.range(&topic, seen + 1, end).await;
             }
             Some(_) => {}
-            None => {
-                // First sight of this topic: listeners started at or after this point
-                // (they read the end themselves), so only later losses need recovering.
-                let mut seen = inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-                seen.entry(topic).or_insert(end);
-            }
+            // First sight: listeners started at or after this point (they read the end
+            // themselves), so only later losses need recovering.
+            None => seq.range(&topic, end, end).await,
         }
     }
     Ok(())

@@ -9,44 +9,37 @@
 //! fell behind the hub, disconnects the client with a close reason. Keys are re-checked every
 //! half second so a revoked key's sockets close within two seconds on every node.
 
-use super::phoenix::{Frame, PayloadCache, PublishPayload, Vsn, encode_raw};
+mod io;
+
+pub use io::CLIENT_BUFFER;
+
+use super::phoenix::{Frame, PayloadCache, PublishPayload, Vsn};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::live::Feed;
 use crate::topics::{TopicName, TopicRef};
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use futures::stream::SplitSink;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
+use io::{
+    CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TIMEOUT, CLOSE_UNSUPPORTED, Kill, WRITE_BUFFER, pump,
+    slow_client, write,
+};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Messages waiting to be written to one client before it counts as too slow.
-pub const CLIENT_BUFFER: usize = 1_024;
 /// Largest message a client may send (a full `publish_events` of large events).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-/// Bytes gathered before a write reaches the socket (the writer flushes explicitly).
-const WRITE_BUFFER: usize = 32 * 1024;
-/// Most queued messages written with one flush.
-const WRITE_BATCH: usize = 64;
 /// How often the keys behind a socket's channels are checked for revocation. With the auth
 /// cache's one-second lifetime this closes a revoked key's sockets within two seconds.
 const KEY_CHECK: Duration = Duration::from_millis(500);
-/// How long a close frame may take to reach a client that is not reading.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Close codes: policy violation (slow, revoked), going away (drain), unsupported data.
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_GOING_AWAY: u16 = 1001;
-const CLOSE_UNSUPPORTED: u16 = 1003;
 
 /// State of the websocket route.
 #[derive(Clone)]
@@ -85,20 +78,6 @@ async fn upgrade(
             run(s, vsn, socket).await;
             drop(permit);
         })
-}
-
-/// Why a connection is being closed; the first reason wins.
-#[derive(Clone, Default)]
-struct Kill {
-    token: CancellationToken,
-    reason: Arc<OnceLock<(u16, String)>>,
-}
-
-impl Kill {
-    fn fire(&self, code: u16, reason: impl Into<String>) {
-        let _ = self.reason.set((code, reason.into()));
-        self.token.cancel();
-    }
 }
 
 struct Joined {
@@ -162,55 +141,6 @@ async fn run(s: Sockets, vsn: Vsn, socket: WebSocket) {
     conn.channels.clear(); // stops the pumps
     kill.token.cancel();
     let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, writer).await;
-}
-
-/// Writes queued messages; on kill, sends a close frame with the reason (bounded in time).
-async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<String>,
-    kill: Kill,
-) {
-    loop {
-        let text = tokio::select! {
-            biased;
-            _ = kill.token.cancelled() => break,
-            t = rx.recv() => match t {
-                Some(t) => t,
-                None => break,
-            },
-        };
-        // Everything already queued goes out with one flush: far fewer syscalls when a
-        // busy topic pushes to many clients.
-        let batch = async {
-            sink.feed(Message::Text(text.into())).await?;
-            for _ in 0..WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(t) => sink.feed(Message::Text(t.into())).await?,
-                    Err(_) => break,
-                }
-            }
-            sink.flush().await
-        };
-        tokio::select! {
-            _ = kill.token.cancelled() => break,
-            r = batch => if r.is_err() {
-                kill.token.cancel();
-                return;
-            },
-        }
-    }
-    let frame = kill.reason.get().map(|(code, reason)| CloseFrame {
-        code: *code,
-        reason: reason.as_str().into(),
-    });
-    if let Some((code, reason)) = kill.reason.get() {
-        tracing::info!(code, reason, "closing websocket");
-    }
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(frame))).await;
-}
-
-fn slow_client() -> String {
-    format!("slow client: more than {CLIENT_BUFFER} messages waiting to be sent; disconnected")
 }
 
 impl Conn {
@@ -406,51 +336,5 @@ impl Conn {
             }
         }
         true
-    }
-}
-
-/// Moves a channel's feed into the connection's queue, never waiting for the client.
-async fn pump(
-    mut feed: Feed,
-    out: mpsc::Sender<String>,
-    kill: Kill,
-    vsn: Vsn,
-    join_ref: Value,
-    topic: String,
-    cache: PayloadCache,
-) {
-    loop {
-        match feed.next().await {
-            Ok(batch) => {
-                for e in batch.iter() {
-                    let payload = cache.get(e);
-                    let text = encode_raw(
-                        vsn,
-                        &join_ref,
-                        &Value::Null,
-                        &topic,
-                        "event:published",
-                        &payload,
-                    );
-                    if out.try_send(text).is_err() {
-                        kill.fire(CLOSE_POLICY, slow_client());
-                        return;
-                    }
-                }
-            }
-            Err(Error::ResourceExhausted(reason)) => {
-                kill.fire(CLOSE_POLICY, reason);
-                return;
-            }
-            Err(e) => {
-                // The channel errors (topic dropped, database away); Phoenix clients rejoin,
-                // resuming with `after_offset` when they pass it.
-                tracing::debug!(error = %e, topic, "websocket channel feed failed");
-                let payload = json!({ "reason": e.to_string() }).to_string();
-                let text = encode_raw(vsn, &join_ref, &join_ref, &topic, "phx_error", &payload);
-                let _ = out.try_send(text);
-                return;
-            }
-        }
     }
 }
