@@ -1,6 +1,7 @@
 //! Admin UI controls and the `user create` command: a webhook subscription's pause, resume,
 //! replay (with its field error) and edit through the forms; API key grants with their field
-//! errors; the security headers of UI pages; sign-in throttling; and a user made by the real
+//! errors; the security headers of UI pages; sign-in throttling; users added, re-passworded
+//! and removed; dead letters with their errors; and a user made by the real
 //! binary signing in (bad input refused before anything is stored).
 
 use crate::helpers::*;
@@ -296,4 +297,117 @@ async fn ui_sign_in_is_throttled_after_repeated_wrong_passwords() {
     );
     assert!(page.contains("too many failed sign-ins"), "{page}");
     assert_eq!(ui.get("/topics").await.0, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn ui_users_are_added_repassworded_and_removed() {
+    let c = TestCluster::start(1).await;
+    ui_user(&c).await;
+    let ui = Ui::new(&c, 0);
+    ui.sign_in(PASSWORD).await;
+    let t = ui.token().await;
+    let (code, _, _) = ui
+        .post(
+            "/users",
+            &[
+                ("_csrf", &t),
+                ("email", "ops@example.com"),
+                ("password", "first password"),
+            ],
+        )
+        .await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = 'ops@example.com'")
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+    let path = format!("/users/{id}/password");
+    let (code, page, _) = ui
+        .post(
+            &path,
+            &[
+                ("_csrf", &t),
+                ("password", "second password"),
+                ("confirm", "typo"),
+            ],
+        )
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.contains("id=\"f-confirm-error\""));
+    let (code, _, _) = ui
+        .post(
+            &path,
+            &[
+                ("_csrf", &t),
+                ("password", "second password"),
+                ("confirm", "second password"),
+            ],
+        )
+        .await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    let users = eventrelay::users::Users::new(c.pool.clone());
+    assert!(
+        users
+            .check_credentials("ops@example.com", "first password")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        users
+            .check_credentials("ops@example.com", "second password")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let me: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(crate::ui::EMAIL)
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+    let (code, _, _) = ui
+        .post(&format!("/users/{me}/delete"), &[("_csrf", &t)])
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT, "nobody removes themselves");
+    let (code, _, _) = ui
+        .post(&format!("/users/{id}/delete"), &[("_csrf", &t)])
+        .await;
+    assert_eq!(code, StatusCode::SEE_OTHER);
+    assert!(!ui.get("/users").await.1.contains("ops@example.com"));
+}
+
+#[tokio::test]
+async fn ui_dead_letters_show_their_errors() {
+    let c = TestCluster::start(1).await;
+    ui_user(&c).await;
+    create_topic(&c, "orders").await;
+    let r = c
+        .client(0)
+        .await
+        .publish_events(authed(
+            &c.admin,
+            eventrelay::proto::PublishEventsRequest {
+                topic: "orders".into(),
+                events: vec![event("order.bad", "this is not json")],
+                durable: true,
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(r.into_inner().events.is_empty());
+    let ui = Ui::new(&c, 0);
+    ui.sign_in(PASSWORD).await;
+    let (code, page, _) = ui.get("/dead-letters?topic=orders").await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        page.contains("order.bad") && page.contains("1 dead letter(s)"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<li class=\"error\">"),
+        "errors are listed: {page}"
+    );
+    let (_, page, _) = ui.get("/dead-letters?topic=other").await;
+    assert!(page.contains("0 dead letter(s)"));
 }
