@@ -22,6 +22,7 @@ mod ratelimit;
 mod subscriptions;
 mod topics;
 mod ui;
+mod ui_admin;
 mod ui_browser;
 mod ui_controls;
 mod tracing;
