@@ -92,3 +92,23 @@ impl Subscriptions {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let long = "x".repeat(256);
+        let table = [
+            ("orders", Some("orders")),
+            ("  spaced  ", Some("spaced")),
+            ("", None),
+            ("   ", None),
+            (long.as_str(), None),
+        ];
+        for (input, want) in table {
+            assert_eq!(check_name(input).ok(), want, "{input:?}");
+        }
+    }
+}

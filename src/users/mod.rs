@@ -3,10 +3,9 @@
 //! look like) and the SQL of the `users` and `sessions` tables.
 
 mod sessions;
-mod throttle;
 
 pub use sessions::{DEFAULT_SESSION_TTL, Session, random_token};
-pub use throttle::{MAX_FAILURES, WINDOW};
+pub use sessions::{MAX_FAILURES, WINDOW};
 
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use argon2::Argon2;
@@ -81,7 +80,7 @@ pub struct User {
 #[derive(Clone)]
 pub struct Users {
     pool: PgPool,
-    throttle: Arc<throttle::Throttle>,
+    throttle: Arc<sessions::Throttle>,
 }
 
 /// Hashes off the async workers: Argon2 is deliberately slow (tens of milliseconds).

@@ -1,9 +1,9 @@
 //! Admin UI controls: a webhook subscription's pause, resume, replay (with its field error)
-//! and edit through the forms; API key grants with their field errors; and the security
-//! headers of UI pages.
+//! and edit through the forms; API key grants with their field errors; the security headers
+//! of UI pages; and the session cookie's attributes.
 
 use crate::helpers::*;
-use crate::ui::{PASSWORD, Ui, ui_user};
+use crate::ui::{EMAIL, PASSWORD, Ui, client, csrf, ui_user};
 use reqwest::StatusCode;
 
 #[tokio::test]
@@ -181,4 +181,47 @@ async fn ui_key_grants_show_field_errors_and_pages_forbid_framing() {
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("id=\"add_subscription-error\""));
+}
+
+#[tokio::test]
+async fn ui_cookie_is_http_only_strict_and_secure_behind_https() {
+    let c = TestCluster::start(1).await;
+    ui_user(&c).await;
+    let http = client();
+    let base = format!("http://{}", c.nodes[0].http);
+    let page = http
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{base}/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[
+            ("_csrf", csrf(&page).as_str()),
+            ("email", EMAIL),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("er_session="))
+        .expect("session cookie");
+    for attr in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Secure",
+        "Max-Age=43200",
+        "Path=/",
+    ] {
+        assert!(cookie.contains(attr), "{attr} missing in {cookie}");
+    }
 }
