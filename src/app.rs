@@ -265,6 +265,9 @@ pub async fn run(
         .set_not_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
         .await;
     stop_accepting.cancel();
+    // Hand webhook subscriptions over while the servers drain: the owner lets the attempts
+    // in flight finish, then leaves the cluster and frees its locks.
+    app.cluster_stop.cancel();
     let servers = async {
         let (g, h) = tokio::join!(grpc_server, http_server);
         if let Ok(Err(e)) = g {
@@ -278,7 +281,6 @@ pub async fn run(
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     app.writer.close();
-    app.cluster_stop.cancel();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("background tasks did not finish within the grace period");

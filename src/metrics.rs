@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -18,6 +19,11 @@ struct RpcLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcName {
     rpc: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,6 +45,9 @@ struct Inner {
     dead_letters: Counter,
     commit_batch_events: Histogram,
     rate_limited: Family<KindLabel, Counter>,
+    webhook_attempts: Family<OutcomeLabel, Counter>,
+    webhook_seconds: Histogram,
+    owned_subscriptions: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,6 +103,24 @@ impl Metrics {
             "Calls refused by rate limits, by kind of call",
             rate_limited.clone(),
         );
+        let webhook_attempts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook attempts by outcome (delivered, failed, undeliverable, gone)",
+            webhook_attempts.clone(),
+        );
+        let webhook_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "webhook_attempt_duration_seconds",
+            "Webhook attempt latency, connect to capped response body",
+            webhook_seconds.clone(),
+        );
+        let owned_subscriptions = Gauge::default();
+        registry.register(
+            "owned_subscriptions",
+            "Webhook subscriptions this node owns",
+            owned_subscriptions.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 rate_limited,
@@ -103,6 +130,9 @@ impl Metrics {
                 events_stored,
                 dead_letters,
                 commit_batch_events,
+                webhook_attempts,
+                webhook_seconds,
+                owned_subscriptions,
             }),
         }
     }
@@ -141,6 +171,22 @@ impl Metrics {
             .rate_limited
             .get_or_create(&KindLabel { kind })
             .inc();
+    }
+
+    /// Records one webhook attempt.
+    pub fn webhook_attempt(&self, outcome: &'static str, took: Duration) {
+        self.inner
+            .webhook_attempts
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.inner.webhook_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Sets the number of subscriptions this node owns.
+    pub fn owned_subscriptions(&self, n: usize) {
+        self.inner
+            .owned_subscriptions
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition.

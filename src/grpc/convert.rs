@@ -116,6 +116,17 @@ pub fn subscription(s: Subscription) -> proto::Subscription {
         config: s.config.into_iter().collect(),
         paused: s.paused,
         subscription_type: s.kind.as_str().to_owned(),
+        // Shown only once, by CreateSubscription (see `subscription_with_secret`).
+        signing_secret: String::new(),
+    }
+}
+
+/// A just-created subscription, with its signing secret: the only time it is sent.
+pub fn subscription_with_secret(s: Subscription) -> proto::Subscription {
+    let secret = s.signing_secret.clone();
+    proto::Subscription {
+        signing_secret: secret,
+        ..subscription(s)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gRPC transport: decode, authenticate, call a domain service, encode. No SQL and no
 //! policy here beyond "admin only" for the admin RPCs.
 
+mod control;
 mod convert;
 mod status;
 mod stream;
@@ -259,7 +260,7 @@ impl EventRelay for Service {
                 .create(&p, convert::new_subscription(new))
                 .await?;
             Ok(proto::CreateSubscriptionResponse {
-                subscription: Some(convert::subscription(s)),
+                subscription: Some(convert::subscription_with_secret(s)),
             })
         })
         .await
@@ -449,6 +450,50 @@ impl EventRelay for Service {
                 total_count: wire(page.total_count),
                 next_page: wire(page.next_page),
             })
+        })
+        .await
+    }
+
+    async fn pause_subscription(
+        &self,
+        req: Request<proto::PauseSubscriptionRequest>,
+    ) -> Reply<proto::PauseSubscriptionResponse> {
+        self.call("PauseSubscription", async {
+            let p = self.principal(&req).await?;
+            control::pause(&self.app, p, req.into_inner()).await
+        })
+        .await
+    }
+
+    async fn resume_subscription(
+        &self,
+        req: Request<proto::ResumeSubscriptionRequest>,
+    ) -> Reply<proto::ResumeSubscriptionResponse> {
+        self.call("ResumeSubscription", async {
+            let p = self.principal(&req).await?;
+            control::resume(&self.app, p, req.into_inner()).await
+        })
+        .await
+    }
+
+    async fn reset_subscription_cursor(
+        &self,
+        req: Request<proto::ResetSubscriptionCursorRequest>,
+    ) -> Reply<proto::ResetSubscriptionCursorResponse> {
+        self.call("ResetSubscriptionCursor", async {
+            let p = self.principal(&req).await?;
+            control::reset_cursor(&self.app, p, req.into_inner()).await
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        req: Request<proto::ListDeliveriesRequest>,
+    ) -> Reply<proto::ListDeliveriesResponse> {
+        self.call("ListDeliveries", async {
+            let p = self.principal(&req).await?;
+            control::list_deliveries(&self.app, p, req.into_inner()).await
         })
         .await
     }

@@ -178,11 +178,20 @@ impl Subscriptions {
             "whsec_{}",
             base64::engine::general_purpose::STANDARD.encode(secret)
         );
+        // A webhook subscription's delivery cursor starts at the topic's end, in the same
+        // statement, so it receives exactly the events committed after it was created.
         let row = sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
-            "INSERT INTO subscriptions (id, name, topic_name, topic_identifier, push, paused,
+            "WITH s AS (
+               INSERT INTO subscriptions (id, name, topic_name, topic_identifier, push, paused,
                  subscription_type, config, signing_secret)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM topics WHERE name = $3)
-             RETURNING {COLUMNS}"
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM topics WHERE name = $3)
+               RETURNING {COLUMNS}
+             ), c AS (
+               INSERT INTO subscription_cursors (subscription_id, delivered_offset)
+               SELECT s.id, t.last_offset FROM s JOIN topics t ON t.name = s.topic_name
+               WHERE s.subscription_type = 'webhook'
+             )
+             SELECT * FROM s"
         )))
         .bind(Uuid::now_v7())
         .bind(name)

@@ -59,6 +59,7 @@ CREATE TABLE {deliveries} (
     response_status integer,
     error           text,
     duration_ms     integer NOT NULL DEFAULT 0,
+    epoch           bigint NOT NULL DEFAULT 0,
     attempted_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ON {deliveries} (subscription_id, event_offset);

@@ -302,6 +302,12 @@ pub async fn create_subscription(
         .expect("create subscription")
         .into_inner()
         .subscription
+        .map(|s| eventrelay::proto::Subscription {
+            // Only the creation response carries the signing secret; callers compare this
+            // value with what GetSubscription and ListSubscriptions return.
+            signing_secret: String::new(),
+            ..s
+        })
         .expect("subscription")
 }
 

@@ -5,6 +5,7 @@
 
 mod helpers;
 mod live_support;
+mod receiver;
 
 mod auth;
 mod auth_keys;
@@ -21,8 +22,10 @@ mod races;
 mod ratelimit;
 mod subscriptions;
 mod topics;
+mod tracing;
 mod ui;
 mod ui_admin;
 mod ui_browser;
 mod ui_controls;
-mod tracing;
+mod webhook_cluster;
+mod webhooks;

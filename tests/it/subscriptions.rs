@@ -94,6 +94,13 @@ async fn create_get_delete_round_trip() {
         paused: true,
         // Empty subscription_type means "api" (pull).
         subscription_type: "api".into(),
+        signing_secret: String::new(),
+    };
+    // The signing secret is returned once, at creation, and never again.
+    assert!(made.signing_secret.starts_with("whsec_"), "{made:?}");
+    let made = proto::Subscription {
+        signing_secret: String::new(),
+        ..made
     };
     assert_eq!(made, want);
 
