@@ -1,6 +1,6 @@
 //! Admin UI controls: a webhook subscription's pause, resume, replay (with its field error)
 //! and edit through the forms; API key grants with their field errors; the security headers
-//! of UI pages; and the session cookie's attributes.
+//! of UI pages; the session cookie's attributes; and the bound on live tails per node.
 
 use crate::helpers::*;
 use crate::ui::{EMAIL, PASSWORD, Ui, client, csrf, ui_user};
@@ -224,4 +224,33 @@ async fn ui_cookie_is_http_only_strict_and_secure_behind_https() {
     ] {
         assert!(cookie.contains(attr), "{attr} missing in {cookie}");
     }
+}
+
+#[tokio::test]
+async fn ui_live_tails_per_node_are_bounded() {
+    let c = TestCluster::start(1).await;
+    ui_user(&c).await;
+    create_topic(&c, "busy").await;
+    let ui = Ui::new(&c, 0);
+    ui.sign_in(PASSWORD).await;
+    let url = format!("{}/topics/busy/tail/stream", ui.base);
+    let mut open = Vec::new();
+    for _ in 0..eventrelay::http::ui::MAX_TAILS {
+        let r = ui.http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        open.push(r);
+    }
+    let r = ui.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    open.pop();
+    // The dropped stream's permit comes back once the server notices the closed connection.
+    let mut ok = false;
+    for _ in 0..200 {
+        if ui.http.get(&url).send().await.unwrap().status() == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "a closed tail frees its place");
 }

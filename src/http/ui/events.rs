@@ -21,11 +21,25 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Events per page.
 const PAGE_SIZE: i32 = 50;
+/// Live tails one node serves at once; more are refused rather than queued.
+pub const MAX_TAILS: usize = 256;
+
+/// The permits of this node's open live tails (one semaphore per node's router).
+#[derive(Clone)]
+pub struct TailPermits(pub Arc<Semaphore>);
+
+impl Default for TailPermits {
+    fn default() -> Self {
+        TailPermits(Arc::new(Semaphore::new(MAX_TAILS)))
+    }
+}
 /// Filter rows offered by the form.
 const FILTER_FIELDS: [(&str, &str, &str); 3] =
     [("f0", "c0", "v0"), ("f1", "c1", "v1"), ("f2", "c2", "v2")];
@@ -306,6 +320,7 @@ struct Tail {
     pending: VecDeque<SseEvent>,
     tick: tokio::time::Interval,
     app: App,
+    _permit: OwnedSemaphorePermit,
 }
 
 fn sse_of(e: &Event) -> SseEvent {
@@ -319,8 +334,17 @@ fn sse_of(e: &Event) -> SseEvent {
     SseEvent::default().event("event").data(v.to_string())
 }
 
-async fn stream(State(app): State<App>, Path(topic): Path<String>) -> UiResult {
+async fn stream(
+    State(app): State<App>,
+    Extension(permits): Extension<TailPermits>,
+    Path(topic): Path<String>,
+) -> UiResult {
     let name = TopicName::parse(&topic)?;
+    let permit = permits.0.try_acquire_owned().map_err(|_| {
+        Error::ResourceExhausted(format!(
+            "this node already serves {MAX_TAILS} live tails; close one or use another node"
+        ))
+    })?;
     app.topics
         .get_by_name(&name)
         .await?
@@ -330,6 +354,7 @@ async fn stream(State(app): State<App>, Path(topic): Path<String>) -> UiResult {
         pending: VecDeque::from([SseEvent::default().event("ready").data("live")]),
         tick: tokio::time::interval(Duration::from_secs(1)),
         app,
+        _permit: permit,
     };
     let events = futures::stream::unfold(state, |mut st| async move {
         loop {

@@ -16,16 +16,17 @@ mod session;
 mod subscriptions;
 mod topics;
 
+pub use events::MAX_TAILS;
 pub use session::{LOGIN_COOKIE, SESSION_COOKIE};
 
 use crate::app::App;
 use crate::auth::Principal;
 use crate::error::Error;
-use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use maud::{DOCTYPE, Markup, html};
 use session::CurrentUser;
 
@@ -58,6 +59,7 @@ pub fn router(app: App) -> Router<App> {
             get(|| asset(TAIL_JS, "text/javascript; charset=utf-8")),
         )
         .merge(signed_in)
+        .layer(Extension(events::TailPermits::default()))
         .layer(middleware::map_response(security_headers))
 }
 
