@@ -28,4 +28,5 @@ mod ui_admin;
 mod ui_browser;
 mod ui_controls;
 mod webhook_cluster;
+mod webhook_fencing;
 mod webhooks;

@@ -1,0 +1,92 @@
+//! The worker step driven directly (`Worker::try_deliver_next`), with no node owning the
+//! subscription: a deposed owner whose attempt is in flight when a new owner takes over cannot
+//! move the cursor, and the new owner repeats only that one event.
+
+use crate::helpers::*;
+use crate::receiver::Receiver;
+use crate::webhooks::{create_webhook, events, webhook_cluster};
+use eventrelay::delivery::{Delivery, Step, StopReason, store};
+use eventrelay::live::Live;
+use eventrelay::metrics::Metrics;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn cursor(pool: &sqlx::PgPool, id: Uuid) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT delivered_offset, epoch FROM subscription_cursors WHERE subscription_id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_deposed_owner_cannot_move_the_cursor() {
+    let mut c = webhook_cluster(1).await;
+    create_topic(&c, "orders").await;
+    let rx = Receiver::start_with_delay(Duration::from_millis(400)).await;
+    // Paused (so the node lets go of it), then the node stops: this test alone owns it.
+    let sub = create_webhook(&c, "orders_hook", "orders", &rx.url("/hook"), &[]).await;
+    let id = sub_id(&sub);
+    sqlx::query("UPDATE subscriptions SET paused = true WHERE id = $1")
+        .bind(id)
+        .execute(&c.pool)
+        .await
+        .unwrap();
+    publish(&c, 0, "orders", events(3, "x")).await;
+    c.nodes[0].stop().await;
+    sqlx::query("UPDATE subscriptions SET paused = false WHERE id = $1")
+        .bind(id)
+        .execute(&c.pool)
+        .await
+        .unwrap();
+
+    let delivery = Delivery::new(c.pool.clone(), &c.config, Live::new(), Metrics::new()).unwrap();
+    let node = Uuid::new_v4();
+    let e1 = store::acquire(&c.pool, id, node).await.unwrap().unwrap();
+    let mut old = delivery.worker(id, e1).await.unwrap();
+    assert_eq!(old.try_deliver_next().await.unwrap(), Step::Advanced);
+    assert_eq!(cursor(&c.pool, id).await, (1, e1));
+
+    // The old owner's second attempt is in flight when a new owner acquires.
+    let in_flight = tokio::spawn(async move { old.try_deliver_next().await });
+    rx.wait_for(5, "the in-flight attempt", |l| l.len() == 2)
+        .await;
+    let e2 = store::acquire(&c.pool, id, Uuid::new_v4())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(e2 > e1);
+    let step = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        step,
+        Step::Stop(StopReason::Fenced),
+        "the deposed owner must stop"
+    );
+    assert_eq!(
+        cursor(&c.pool, id).await,
+        (1, e2),
+        "fenced write changed nothing"
+    );
+
+    let mut new = delivery.worker(id, e2).await.unwrap();
+    assert_eq!(new.try_deliver_next().await.unwrap(), Step::Advanced);
+    assert_eq!(new.try_deliver_next().await.unwrap(), Step::Advanced);
+    assert_eq!(new.try_deliver_next().await.unwrap(), Step::Idle);
+    assert_eq!(cursor(&c.pool, id).await, (3, e2));
+    // Offset 2 reached the receiver twice (the in-flight event), nothing else repeated.
+    assert_eq!(rx.offsets(&sub.id), vec![1, 2, 2, 3]);
+    let epochs: Vec<i64> = sqlx::query_scalar(
+        r#"SELECT epoch FROM "orders_deliveries" WHERE subscription_id = $1 ORDER BY id"#,
+    )
+    .bind(id)
+    .fetch_all(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        epochs,
+        vec![e1, e2, e2],
+        "only the current owner's attempts are recorded"
+    );
+}
