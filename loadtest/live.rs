@@ -7,8 +7,8 @@
 //! 2. cross-node publish-to-receipt latency: `--clients` websocket clients on node B, one
 //!    event per PublishEvents on node A at `--rate` per second for `--seconds` (timestamps in
 //!    the event data, p50/p99 over every delivery);
-//! 3. maximum deliveries per second to those clients: batches of 100 as fast as the node takes
-//!    them for `--flood-seconds`;
+//! 3. maximum deliveries per second sustained: rising publish rates (batches of 10) for
+//!    `--flood-seconds` each to fresh clients, until clients are cut off or fall behind;
 //! 4. memory per idle websocket: a fresh node's RSS before and after `--idle` connections
 //!    that each joined the subscription (`ulimit -n` must allow them; it is 20,000 here).
 //!
@@ -156,24 +156,10 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     for n in [(args.clients / 10).max(1), args.clients] {
         let clients = Clients::connect(b.http, n, &sub, &jwt, 100).await?;
         clients.record.store(true, Ordering::Relaxed);
-        let published = paced(&grpc, &admin, args.rate, args.seconds).await?;
+        let (published, acks) = paced(&grpc, &admin, args.rate, 1, args.seconds).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         clients.record.store(false, Ordering::Relaxed);
         let dropped = clients.closed.load(Ordering::Relaxed);
-        let mut flood_line = None;
-        if n == args.clients {
-            let before = clients.received.load(Ordering::Relaxed);
-            let started = Instant::now();
-            let flooded = flood(&grpc, &admin, args.flood_seconds).await?;
-            let secs = started.elapsed().as_secs_f64();
-            let delivered = clients.received.load(Ordering::Relaxed) - before;
-            flood_line = Some(format!(
-                "throughput {:.0} deliveries/s to {n} clients ({flooded} events published in \
-                 {secs:.1} s; {} clients cut off as slow)",
-                delivered as f64 / secs,
-                clients.closed.load(Ordering::Relaxed) - dropped
-            ));
-        }
         clients.stop.cancel();
         let mut lat = clients.samples().await;
         lat.sort_unstable();
@@ -188,10 +174,41 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
             published * n as u64,
             dropped
         );
-        if let Some(line) = flood_line {
-            println!("{line}");
-        }
+        println!(
+            "          of which publish → acknowledged (commit) p50 {:.2} ms, p99 {:.2} ms",
+            pct(&acks, 0.50),
+            pct(&acks, 0.99)
+        );
     }
+
+    // Throughput: rising publish rates (batches of 10) to fresh clients, until clients can
+    // no longer keep up (cut off, or deliveries lag) on this machine.
+    let mut best = 0.0f64;
+    for eps in [1_000u64, 2_000, 4_000, 8_000] {
+        let clients = Clients::connect(b.http, args.clients, &sub, &jwt, 100).await?;
+        let started = Instant::now();
+        let (published, _) = paced(&grpc, &admin, eps / 10, 10, args.flood_seconds).await?;
+        let expected = published * args.clients as u64;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while clients.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let got = clients.received.load(Ordering::Relaxed);
+        let cut = clients.closed.load(Ordering::Relaxed);
+        clients.stop.cancel();
+        let rate = got as f64 / secs;
+        println!(
+            "throughput {eps} events/s to {} clients: {rate:.0} deliveries/s, {got} of {expected} \
+             delivered, {cut} clients cut off as slow",
+            args.clients
+        );
+        if cut > 0 || got < expected {
+            break;
+        }
+        best = best.max(rate);
+    }
+    println!("throughput max sustained: {best:.0} deliveries/s");
 
     let c = Server::start(bin, db_url, &args.redis_url, &cluster, "c").await?;
     let warm = Clients::connect(c.http, 1, &sub, &jwt, 1).await?;
@@ -303,65 +320,43 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// One event per PublishEvents at `rate` per second; returns how many were published.
+/// `requests` PublishEvents per second of `batch` events each, for `seconds`; returns the
+/// events published and each request's publish-to-acknowledgement time (microseconds).
 async fn paced(
     grpc: &EventRelayClient<Channel>,
     admin: &str,
-    rate: u64,
+    requests: u64,
+    batch: usize,
     seconds: u64,
-) -> Result<u64> {
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+) -> Result<(u64, Vec<u64>)> {
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / requests.max(1)));
     let limit = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
-    for i in 0..rate * seconds {
+    for i in 0..requests * seconds {
         tick.tick().await;
         let permit = limit.clone().acquire_owned().await?;
         let (mut c, admin) = (grpc.clone(), admin.to_owned());
         tasks.push(tokio::spawn(async move {
             let r = proto::PublishEventsRequest {
                 topic: "bench".into(),
-                events: vec![stamped(&format!("p{i}"))],
+                events: (0..batch).map(|j| stamped(&format!("p{i}_{j}"))).collect(),
                 durable: true,
             };
+            let t0 = now_micros();
             let ok = c.publish_events(authed(&admin, r)).await.is_ok();
             drop(permit);
-            ok
+            ok.then(|| now_micros().saturating_sub(t0))
         }));
     }
-    let mut n = 0;
+    let (mut n, mut acks) = (0, Vec::new());
     for t in tasks {
-        n += u64::from(t.await.unwrap_or(false));
+        if let Ok(Some(ack)) = t.await {
+            n += batch as u64;
+            acks.push(ack);
+        }
     }
-    Ok(n)
-}
-
-/// Batches of 100 from four publishers for `seconds`; returns events published.
-async fn flood(grpc: &EventRelayClient<Channel>, admin: &str, seconds: u64) -> Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for p in 0..4 {
-        let (mut c, admin) = (grpc.clone(), admin.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let events = (0..100).map(|i| stamped(&format!("f{p}_{i}"))).collect();
-                let r = proto::PublishEventsRequest {
-                    topic: "bench".into(),
-                    events,
-                    durable: true,
-                };
-                if c.publish_events(authed(&admin, r)).await.is_ok() {
-                    n += 100;
-                }
-            }
-            n
-        }));
-    }
-    let mut n = 0;
-    for t in tasks {
-        n += t.await.unwrap_or(0);
-    }
-    Ok(n)
+    acks.sort_unstable();
+    Ok((n, acks))
 }
 
 /// Raw Redis pub/sub latency at `rate` messages per second, one subscriber.

@@ -40,6 +40,8 @@ const ANNOUNCE_QUEUE: usize = 8_192;
 const INCOMING_QUEUE: usize = 8_192;
 /// How often the receiving side checks topics with local listeners against Postgres.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Most queued announcements merged into one round of hub batches.
+const DRAIN_MAX: usize = 256;
 /// Most events a receiver fetches for one announcement or sweep; listeners further behind
 /// read the rest from Postgres themselves.
 const FETCH_TAIL: i64 = 1_000;
@@ -211,12 +213,29 @@ async fn receive(
         tokio::select! {
             _ = stop.cancelled() => return,
             l = local.recv() => match l {
-                Some((topic, batch)) => seq.durable(&topic, batch),
+                Some((topic, batch)) => {
+                    seq.durable(&topic, batch);
+                    while let Ok((topic, batch)) = local.try_recv() {
+                        seq.durable(&topic, batch);
+                    }
+                }
                 None => return,
             },
             a = remote.recv() => match a {
-                Some(a) if a.node != node => deliver(&mut seq, a).await,
-                Some(_) => {} // our own, already handed over
+                Some(a) => {
+                    // Take whatever else is queued too, so it reaches the hub as one batch.
+                    let mut next = Some(a);
+                    let mut taken = 0;
+                    while let Some(a) = next.take() {
+                        if a.node != node {
+                            deliver(&mut seq, a).await;
+                        }
+                        taken += 1;
+                        if taken < DRAIN_MAX {
+                            next = remote.try_recv().ok();
+                        }
+                    }
+                }
                 None => return,
             },
             _ = sleep_until(deadline), if deadline.is_some() => seq.expire().await,
@@ -226,6 +245,7 @@ async fn receive(
                 }
             }
         }
+        seq.flush();
     }
 }
 
@@ -241,7 +261,7 @@ async fn deliver(seq: &mut Sequencer, a: Announcement) {
         return;
     }
     if a.last == 0 {
-        seq.live().published(&a.topic, a.events);
+        seq.non_durable(&a.topic, a.events.into());
     } else if a.events.is_empty() {
         seq.range(&a.topic, a.first, a.last).await;
     } else {

@@ -33,6 +33,9 @@ pub(super) struct Sequencer {
     /// Highest durable offset handed to the hub, per topic.
     seen: HashMap<String, i64>,
     held: HashMap<String, Held>,
+    /// Batches ready for the hub, merged per topic on [`Sequencer::flush`]: under load many
+    /// small announcements queue up, and one hub batch wakes each client once for all of them.
+    ready: Vec<(String, Batch)>,
 }
 
 fn bounds(b: &[Event]) -> (i64, i64) {
@@ -48,6 +51,7 @@ impl Sequencer {
             pool,
             seen: HashMap::new(),
             held: HashMap::new(),
+            ready: Vec::new(),
         }
     }
 
@@ -92,6 +96,13 @@ impl Sequencer {
             Ok(events) if !events.is_empty() => self.durable(topic, events.into()),
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, topic, "fetching announced events failed"),
+        }
+    }
+
+    /// Non-durable events: live only, in arrival order with the rest.
+    pub(super) fn non_durable(&mut self, topic: &str, batch: Batch) {
+        if !batch.is_empty() {
+            self.ready.push((topic.to_owned(), batch));
         }
     }
 
@@ -144,7 +155,26 @@ impl Sequencer {
         }
         let seen = self.seen.entry(topic.to_owned()).or_insert(last);
         *seen = (*seen).max(last);
-        self.live.publish_batch(topic, batch);
+        self.ready.push((topic.to_owned(), batch));
+    }
+
+    /// Hands what is ready to the hub, consecutive batches of a topic as one.
+    pub(super) fn flush(&mut self) {
+        let mut ready = std::mem::take(&mut self.ready).into_iter().peekable();
+        // Durable and non-durable batches never mix: feeds tell them apart by the first event.
+        let durable = |b: &Batch| b.first().is_some_and(|e| e.offset > 0);
+        while let Some((topic, batch)) = ready.next() {
+            let joins = |(t, b): &(String, Batch)| *t == topic && durable(b) && durable(&batch);
+            if ready.peek().is_none_or(|n| !joins(n)) {
+                self.live.publish_batch(&topic, batch);
+                continue;
+            }
+            let mut merged: Vec<Event> = batch.to_vec();
+            while let Some((_, b)) = ready.next_if(&joins) {
+                merged.extend(b.iter().cloned());
+            }
+            self.live.publish_batch(&topic, merged.into());
+        }
     }
 
     /// Hands over held batches that have become contiguous.
