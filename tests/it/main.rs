@@ -28,5 +28,6 @@ mod ui_admin;
 mod ui_browser;
 mod ui_controls;
 mod webhook_cluster;
+mod webhook_control;
 mod webhook_fencing;
 mod webhooks;
