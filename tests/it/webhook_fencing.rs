@@ -1,6 +1,7 @@
 //! The worker step driven directly (`Worker::try_deliver_next`), with no node owning the
 //! subscription: a deposed owner whose attempt is in flight when a new owner takes over cannot
-//! move the cursor, and the new owner repeats only that one event.
+//! move the cursor, and the new owner repeats only that one event. Also: every Postgres session
+//! of a node ended at once (as a database restart does), after which delivery resumes by itself.
 
 use crate::helpers::*;
 use crate::receiver::Receiver;
@@ -89,4 +90,74 @@ async fn a_deposed_owner_cannot_move_the_cursor() {
         vec![e1, e2, e2],
         "only the current owner's attempts are recorded"
     );
+}
+
+#[tokio::test]
+async fn delivery_resumes_by_itself_when_postgres_drops_every_connection() {
+    let c = webhook_cluster(1).await;
+    create_topic(&c, "orders").await;
+    let rx = Receiver::start().await;
+    let sub = create_webhook(&c, "orders_hook", "orders", &rx.url("/hook"), &[]).await;
+    let id = sub_id(&sub);
+    publish(&c, 0, "orders", events(5, "before")).await;
+    rx.wait_for(20, "the first 5", |l| l.len() >= 5).await;
+    let (_, epoch_before) = cursor(&c.pool, id).await;
+
+    // What a Postgres restart does to a node: every session ends, the lock session included.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url())
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&c.db.name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        killed.len() >= 2,
+        "the node's pool and lock sessions were ended"
+    );
+
+    // Publishing may fail while the pool notices; the events that were stored must arrive.
+    let mut cl = c.client(0).await;
+    let mut stored = 5;
+    for _ in 0..50 {
+        let r = eventrelay::proto::PublishEventsRequest {
+            topic: "orders".into(),
+            events: events(5, "after"),
+            durable: true,
+        };
+        if cl.publish_events(authed(&c.admin, r)).await.is_ok() {
+            stored += 5;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(stored, 10, "publishing recovered");
+    rx.wait_for(30, "delivery after the connections came back", |l| {
+        l.iter().any(|r| r.offset == 10)
+    })
+    .await;
+    let offsets = rx.offsets(&sub.id);
+    assert!(
+        crate::receiver::in_order_at_least_once(&offsets, 1, 10),
+        "{offsets:?}"
+    );
+    // The node noticed its lock session was gone (it checks every half second), stopped, and
+    // took the subscription again under a new epoch.
+    let mut epoch_after = epoch_before;
+    for _ in 0..100 {
+        epoch_after = cursor(&c.pool, id).await.1;
+        if epoch_after > epoch_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        epoch_after > epoch_before,
+        "the lock was lost and taken again"
+    );
+    assert_eq!(cursor(&c.pool, id).await.0, 10);
 }
