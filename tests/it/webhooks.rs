@@ -178,6 +178,19 @@ async fn delivers_in_order_with_headers_and_standard_webhooks_signatures() {
             .iter()
             .all(|x| x.status == "delivered" && x.attempt == 1 && x.response_status == 200)
     );
+    let metrics = reqwest::get(format!("http://{}/metrics", c.nodes[0].http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"eventrelay_webhook_attempts_total{outcome="delivered"} 30"#,
+        "eventrelay_owned_subscriptions 1",
+        "eventrelay_webhook_attempt_duration_seconds_count 30",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test]
