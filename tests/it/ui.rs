@@ -349,6 +349,12 @@ async fn ui_live_tail_streams_events_published_on_another_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        r.headers()["x-accel-buffering"],
+        "no",
+        "proxies must not buffer the tail"
+    );
     let mut seen = String::new();
     let read = async {
         while !seen.contains("event: ready") {

@@ -372,7 +372,7 @@ async fn stream(
             }
         }
     });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    // Proxies such as nginx buffer responses by default, which would hold tail events back.
+    Ok(([("x-accel-buffering", "no")], sse).into_response())
 }
