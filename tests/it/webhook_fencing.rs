@@ -1,7 +1,8 @@
 //! The worker step driven directly (`Worker::try_deliver_next`), with no node owning the
 //! subscription: a deposed owner whose attempt is in flight when a new owner takes over cannot
 //! move the cursor, and the new owner repeats only that one event. Also: every Postgres session
-//! of a node ended at once (as a database restart does), after which delivery resumes by itself.
+//! of a node ended at once (as a database restart does), after which delivery resumes by itself;
+//! and the per-subscription rate limit holding the next event back.
 
 use crate::helpers::*;
 use crate::receiver::Receiver;
@@ -160,4 +161,50 @@ async fn delivery_resumes_by_itself_when_postgres_drops_every_connection() {
         "the lock was lost and taken again"
     );
     assert_eq!(cursor(&c.pool, id).await.0, 10);
+}
+
+#[tokio::test]
+async fn the_rate_limit_spaces_deliveries() {
+    let mut c = webhook_cluster(1).await;
+    create_topic(&c, "orders").await;
+    let rx = Receiver::start().await;
+    // One delivery every 10 s at most.
+    let sub = create_webhook(
+        &c,
+        "orders_hook",
+        "orders",
+        &rx.url("/hook"),
+        &[("rate_limit", "0.1")],
+    )
+    .await;
+    let id = sub_id(&sub);
+    // Paused (so the node lets go of it) while the events are published, then the node stops.
+    sqlx::query("UPDATE subscriptions SET paused = true WHERE id = $1")
+        .bind(id)
+        .execute(&c.pool)
+        .await
+        .unwrap();
+    publish(&c, 0, "orders", events(2, "x")).await;
+    c.nodes[0].stop().await;
+    sqlx::query("UPDATE subscriptions SET paused = false WHERE id = $1")
+        .bind(id)
+        .execute(&c.pool)
+        .await
+        .unwrap();
+
+    let delivery = Delivery::new(c.pool.clone(), &c.config, Live::new(), Metrics::new()).unwrap();
+    let epoch = store::acquire(&c.pool, id, Uuid::new_v4())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut w = delivery.worker(id, epoch).await.unwrap();
+    assert_eq!(w.try_deliver_next().await.unwrap(), Step::Advanced);
+    match w.try_deliver_next().await.unwrap() {
+        Step::Wait(d) => assert!(
+            d > Duration::from_secs(1) && d <= Duration::from_secs(10),
+            "{d:?}"
+        ),
+        other => panic!("expected the rate limit to hold the second event, got {other:?}"),
+    }
+    assert_eq!(rx.offsets(&sub.id), vec![1]);
 }
