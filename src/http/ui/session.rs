@@ -313,3 +313,40 @@ pub async fn logout(
     );
     res
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        let table = [
+            ("/keys", "/keys"),
+            (
+                "/topics/users/events?order=oldest",
+                "/topics/users/events?order=oldest",
+            ),
+            ("", "/topics"),
+            ("https://evil.example", "/topics"),
+            ("//evil.example/x", "/topics"),
+            ("/\\evil.example", "/topics"),
+            ("javascript:alert(1)", "/topics"),
+        ];
+        for (next, want) in table {
+            assert_eq!(local_path(next), want, "{next:?}");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; er_session_x=2"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("er_session=tok"));
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(cookie(&h, LOGIN_COOKIE), None);
+        assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+    }
+}
