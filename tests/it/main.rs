@@ -20,6 +20,7 @@ mod publish;
 mod pull;
 mod races;
 mod ratelimit;
+mod rolling;
 mod subscriptions;
 mod topics;
 mod tracing;
