@@ -9,13 +9,17 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use futures::stream::SplitSink;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Messages waiting to be written to one client before it counts as too slow.
-pub const CLIENT_BUFFER: usize = 1_024;
+pub const CLIENT_BUFFER: usize = 4_096;
+/// Bytes of messages waiting for one client before it counts as too slow (large events fill
+/// this before the message count).
+pub const CLIENT_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes gathered before a write reaches the socket (the writer flushes explicitly).
 pub(super) const WRITE_BUFFER: usize = 32 * 1024;
 /// Most queued messages written with one flush.
@@ -26,6 +30,60 @@ pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) const CLOSE_POLICY: u16 = 1008;
 pub(super) const CLOSE_GOING_AWAY: u16 = 1001;
 pub(super) const CLOSE_UNSUPPORTED: u16 = 1003;
+
+/// The sending side of a connection's bounded queue, bounded in messages and in bytes.
+#[derive(Clone)]
+pub(super) struct Outbox {
+    tx: mpsc::Sender<String>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// The writer's side of the queue.
+pub(super) struct Inbox {
+    rx: mpsc::Receiver<String>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// A connection's queue.
+pub(super) fn queue() -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    (
+        Outbox {
+            tx,
+            bytes: bytes.clone(),
+        },
+        Inbox { rx, bytes },
+    )
+}
+
+impl Outbox {
+    /// Queues a message without waiting; `false` when the client is too far behind.
+    pub(super) fn push(&self, text: String) -> bool {
+        let n = text.len();
+        if self.bytes.fetch_add(n, Ordering::Relaxed) + n > CLIENT_BYTES
+            || self.tx.try_send(text).is_err()
+        {
+            self.bytes.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+impl Inbox {
+    async fn recv(&mut self) -> Option<String> {
+        let t = self.rx.recv().await?;
+        self.bytes.fetch_sub(t.len(), Ordering::Relaxed);
+        Some(t)
+    }
+
+    fn try_recv(&mut self) -> Option<String> {
+        let t = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(t.len(), Ordering::Relaxed);
+        Some(t)
+    }
+}
 
 /// Why a connection is being closed; the first reason wins.
 #[derive(Clone, Default)]
@@ -42,11 +100,7 @@ impl Kill {
 }
 
 /// Writes queued messages; on kill, sends a close frame with the reason (bounded in time).
-pub(super) async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<String>,
-    kill: Kill,
-) {
+pub(super) async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: Inbox, kill: Kill) {
     loop {
         let text = tokio::select! {
             biased;
@@ -62,8 +116,8 @@ pub(super) async fn write(
             sink.feed(Message::Text(text.into())).await?;
             for _ in 0..WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok(t) => sink.feed(Message::Text(t.into())).await?,
-                    Err(_) => break,
+                    Some(t) => sink.feed(Message::Text(t.into())).await?,
+                    None => break,
                 }
             }
             sink.flush().await
@@ -87,13 +141,16 @@ pub(super) async fn write(
 }
 
 pub(super) fn slow_client() -> String {
-    format!("slow client: more than {CLIENT_BUFFER} messages waiting to be sent; disconnected")
+    format!(
+        "slow client: more than {CLIENT_BUFFER} messages or {} MiB waiting to be sent; disconnected",
+        CLIENT_BYTES / (1024 * 1024)
+    )
 }
 
 /// Moves a channel's feed into the connection's queue, never waiting for the client.
 pub(super) async fn pump(
     mut feed: Feed,
-    out: mpsc::Sender<String>,
+    out: Outbox,
     kill: Kill,
     vsn: Vsn,
     join_ref: Value,
@@ -113,7 +170,7 @@ pub(super) async fn pump(
                         "event:published",
                         &payload,
                     );
-                    if out.try_send(text).is_err() {
+                    if !out.push(text) {
                         kill.fire(CLOSE_POLICY, slow_client());
                         return;
                     }
@@ -129,7 +186,7 @@ pub(super) async fn pump(
                 tracing::debug!(error = %e, topic, "websocket channel feed failed");
                 let payload = json!({ "reason": e.to_string() }).to_string();
                 let text = encode_raw(vsn, &join_ref, &join_ref, &topic, "phx_error", &payload);
-                let _ = out.try_send(text);
+                let _ = out.push(text);
                 return;
             }
         }

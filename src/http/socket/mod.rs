@@ -11,7 +11,7 @@
 
 mod io;
 
-pub use io::CLIENT_BUFFER;
+pub use io::{CLIENT_BUFFER, CLIENT_BYTES};
 
 use super::phoenix::{Frame, PayloadCache, PublishPayload, Vsn};
 use crate::app::App;
@@ -25,13 +25,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use futures::StreamExt;
 use io::{
-    CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TIMEOUT, CLOSE_UNSUPPORTED, Kill, WRITE_BUFFER, pump,
-    slow_client, write,
+    CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TIMEOUT, CLOSE_UNSUPPORTED, Kill, Outbox, WRITE_BUFFER,
+    pump, slow_client, write,
 };
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
@@ -97,14 +96,14 @@ impl Drop for Joined {
 struct Conn {
     s: Sockets,
     vsn: Vsn,
-    out: mpsc::Sender<String>,
+    out: Outbox,
     kill: Kill,
     channels: HashMap<String, Joined>,
 }
 
 async fn run(s: Sockets, vsn: Vsn, socket: WebSocket) {
     let (sink, mut stream) = socket.split();
-    let (out, rx) = mpsc::channel(CLIENT_BUFFER);
+    let (out, rx) = io::queue();
     let kill = Kill::default();
     let writer = tokio::spawn(write(sink, rx, kill.clone()));
     let stop = s.app.streams_stop().clone();
@@ -145,7 +144,7 @@ async fn run(s: Sockets, vsn: Vsn, socket: WebSocket) {
 
 impl Conn {
     fn send(&self, text: String) {
-        if self.out.try_send(text).is_err() {
+        if !self.out.push(text) {
             self.kill.fire(CLOSE_POLICY, slow_client());
         }
     }
