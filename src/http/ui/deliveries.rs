@@ -29,6 +29,7 @@ pub fn routes() -> Router<App> {
         .route("/subscriptions/{id}/replay", post(replay))
 }
 
+/// Query of the detail page: the page of attempts.
 #[derive(Deserialize, Default)]
 pub struct DetailQuery {
     #[serde(default)]
