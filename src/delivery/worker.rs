@@ -20,6 +20,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// Events read ahead per query.
 const READ_AHEAD: i64 = 100;
+/// Longest a worker goes on its own writes without re-reading its cursor row.
+const STATE_REUSE: Duration = Duration::from_millis(200);
 /// Pause after an unexpected error (a database hiccup) before the next step.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -63,6 +65,9 @@ pub struct Worker {
     buffer: VecDeque<Event>,
     last_sent: Option<Instant>,
     seen_update: Option<chrono::DateTime<Utc>>,
+    // The state this worker itself just wrote, and when it last read the row, so a busy
+    // subscription reads the row at most every STATE_REUSE instead of before every event.
+    known: Option<(CursorState, Instant)>,
 }
 
 impl Worker {
@@ -106,6 +111,7 @@ impl Worker {
             buffer: VecDeque::new(),
             last_sent: None,
             seen_update: None,
+            known: None,
         })
     }
 
@@ -117,8 +123,12 @@ impl Worker {
     /// One step: deliver (or retry) the event after the cursor, if one is due.
     #[tracing::instrument(skip(self), fields(subscription = %self.subscription.id, epoch = self.epoch))]
     pub async fn try_deliver_next(&mut self) -> Result<Step> {
-        let Some(st) = store::state(self.delivery.pool(), self.subscription.id).await? else {
-            return Ok(Step::Stop(StopReason::Deleted));
+        let (st, read_at) = match self.known.take() {
+            Some((st, read_at)) if read_at.elapsed() < STATE_REUSE => (st, read_at),
+            _ => match store::state(self.delivery.pool(), self.subscription.id).await? {
+                Some(st) => (st, Instant::now()),
+                None => return Ok(Step::Stop(StopReason::Deleted)),
+            },
         };
         if st.epoch != self.epoch {
             return Ok(Step::Stop(StopReason::Fenced));
@@ -187,6 +197,17 @@ impl Worker {
         }
         if update.delivered_offset > st.delivered_offset {
             self.buffer.pop_front();
+        }
+        if step == Step::Advanced {
+            // The fenced write just succeeded, so this is the row as it now stands (a pause,
+            // reset or edit since is noticed at the next read, at most STATE_REUSE later).
+            let st = CursorState {
+                delivered_offset: update.delivered_offset,
+                attempts: 0,
+                next_attempt_at: None,
+                ..st
+            };
+            self.known = Some((st, read_at));
         }
         Ok(step)
     }
