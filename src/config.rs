@@ -122,6 +122,10 @@ pub struct Config {
     #[arg(long, env = "ER_UI_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
     pub ui_secure_cookies: bool,
 
+    /// Hours an admin UI session lasts after sign-in (1 to 720).
+    #[arg(long, env = "ER_UI_SESSION_HOURS", default_value_t = 12)]
+    pub ui_session_hours: u64,
+
     /// Durable PublishEvents calls per second per API key (cluster-wide with Redis); 0 = no limit.
     #[arg(
         long,
@@ -212,6 +216,9 @@ impl Config {
         if self.node_ttl_seconds < 2 {
             return Err("ER_NODE_TTL_SECONDS must be at least 2".into());
         }
+        if !(1..=720).contains(&self.ui_session_hours) {
+            return Err("ER_UI_SESSION_HOURS must be between 1 and 720".into());
+        }
         if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 8) {
             return Err("ER_JWT_SECRET must be at least 8 characters".into());
         }
@@ -234,6 +241,11 @@ impl Config {
     /// How long a node without a heartbeat still counts as alive.
     pub fn node_ttl(&self) -> Duration {
         Duration::from_secs(self.node_ttl_seconds)
+    }
+
+    /// How long an admin UI session lasts.
+    pub fn ui_session_ttl(&self) -> Duration {
+        Duration::from_secs(self.ui_session_hours.saturating_mul(3600))
     }
 
     /// The drain deadline.

@@ -4,7 +4,7 @@
 
 mod sessions;
 
-pub use sessions::{DEFAULT_SESSION_TTL, Session, random_token};
+pub use sessions::{Session, random_token};
 pub use sessions::{MAX_FAILURES, WINDOW};
 
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};

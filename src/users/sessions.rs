@@ -19,9 +19,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// How long a session lasts when the caller does not say.
-pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-
 /// A live session.
 #[derive(Clone, Debug)]
 pub struct Session {

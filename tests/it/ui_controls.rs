@@ -184,8 +184,8 @@ async fn ui_key_grants_show_field_errors_and_pages_forbid_framing() {
 }
 
 #[tokio::test]
-async fn ui_cookie_is_http_only_strict_and_secure_behind_https() {
-    let c = TestCluster::start(1).await;
+async fn ui_cookie_is_http_only_strict_secure_behind_https_and_lasts_the_configured_hours() {
+    let c = TestCluster::start_with(1, |c| c.ui_session_hours = 2).await;
     ui_user(&c).await;
     let http = client();
     let base = format!("http://{}", c.nodes[0].http);
@@ -219,11 +219,21 @@ async fn ui_cookie_is_http_only_strict_and_secure_behind_https() {
         "HttpOnly",
         "SameSite=Strict",
         "Secure",
-        "Max-Age=43200",
+        "Max-Age=7200",
         "Path=/",
     ] {
         assert!(cookie.contains(attr), "{attr} missing in {cookie}");
     }
+    let left: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(expires_at) - now())::float8 FROM sessions",
+    )
+    .fetch_one(&c.pool)
+    .await
+    .unwrap();
+    assert!(
+        (7000.0..=7200.0).contains(&left),
+        "the session row expires with the cookie: {left}"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Sign-in, sign-out and the guard every UI page sits behind.
 //!
-//! The session cookie is HTTP-only and SameSite=Strict, and Secure when the request came over
+//! Sessions last `ER_UI_SESSION_HOURS` (12 by default). The session cookie is HTTP-only and SameSite=Strict, and Secure when the request came over
 //! https (`X-Forwarded-Proto: https` from a proxy) or `ER_UI_SECURE_COOKIES=true`. The guard
 //! loads the session row (expired rows do not count), sends anyone without one to `/login`,
 //! and refuses every POST whose `_csrf` field is not the session's token: a forged form
@@ -9,7 +9,6 @@
 
 use super::{UiError, enc, respond};
 use crate::app::App;
-use crate::users::DEFAULT_SESSION_TTL;
 use crate::users::Session;
 use axum::Form;
 use axum::body::Body;
@@ -273,7 +272,11 @@ pub async fn login(
         }
         Err(e) => return UiError(e).into_response(),
     };
-    let (token, _) = match app.users.start_session(user.id, DEFAULT_SESSION_TTL).await {
+    let (token, _) = match app
+        .users
+        .start_session(user.id, app.config.ui_session_ttl())
+        .await
+    {
         Ok(s) => s,
         Err(e) => return UiError(e).into_response(),
     };
@@ -287,7 +290,7 @@ pub async fn login(
             &headers,
             SESSION_COOKIE,
             &token,
-            DEFAULT_SESSION_TTL.as_secs(),
+            app.config.ui_session_ttl().as_secs(),
         ),
     );
     h.append(
