@@ -1,7 +1,8 @@
 //! Admin UI over real HTTP with a cookie-keeping client: sign-in and its refusals, the redirect
 //! to /login, CSRF refusal of forged and stale forms, session expiry, sign-out, field errors
-//! with nothing saved, every page rendering, and the live tail's event stream. The helpers
-//! here (`Ui`, `ui_user`) serve the other `ui_*` test files.
+//! with nothing saved, every page rendering, and the live tail's event stream across nodes
+//! (over Postgres NOTIFY and over Redis). The helpers here (`Ui`, `ui_user`) serve the other
+//! `ui_*` test files.
 
 use crate::helpers::*;
 use eventrelay::users::{Email, Users};
@@ -337,7 +338,22 @@ async fn ui_pages_render_and_escape_event_data() {
 
 #[tokio::test]
 async fn ui_live_tail_streams_events_published_on_another_node() {
-    let c = TestCluster::start(2).await;
+    tail_crosses_nodes(TestCluster::start(2).await).await;
+}
+
+#[tokio::test]
+async fn ui_live_tail_crosses_nodes_through_redis() {
+    let name = unique_cluster_name();
+    let c = TestCluster::start_with(2, |c| {
+        c.redis_url = Some(redis_url());
+        c.cluster_name = name.clone();
+    })
+    .await;
+    tail_crosses_nodes(c).await;
+}
+
+/// Opens the tail stream on node 0, publishes on node 1, and waits for the event.
+async fn tail_crosses_nodes(c: TestCluster) {
     ui_user(&c).await;
     create_topic(&c, "clicks").await;
     let ui = Ui::new(&c, 0);
