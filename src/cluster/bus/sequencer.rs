@@ -170,7 +170,7 @@ impl Sequencer {
                 continue;
             }
             let mut merged: Vec<Event> = batch.to_vec();
-            while let Some((_, b)) = ready.next_if(&joins) {
+            while let Some((_, b)) = ready.next_if(joins) {
                 merged.extend(b.iter().cloned());
             }
             self.live.publish_batch(&topic, merged.into());
