@@ -99,6 +99,9 @@ pub struct Ws {
     next_ref: u64,
     /// Pushes received while waiting for a reply.
     pushes: VecDeque<(String, String, Value)>,
+    /// The reason of the server's close frame, once received.
+    close_reason: Option<String>,
+    closed: bool,
 }
 
 /// One decoded message: join_ref, ref, topic, event, payload.
@@ -117,6 +120,8 @@ impl Ws {
             v2,
             next_ref: 0,
             pushes: VecDeque::new(),
+            close_reason: None,
+            closed: false,
         }
     }
 
@@ -164,7 +169,15 @@ impl Ws {
                         )
                     });
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(f))) => {
+                    self.close_reason = f.map(|f| f.reason.to_string());
+                    self.closed = true;
+                    return None;
+                }
+                None | Some(Err(_)) => {
+                    self.closed = true;
+                    return None;
+                }
                 Some(Ok(_)) => {}
             }
         }
@@ -215,6 +228,9 @@ impl Ws {
 
     /// Waits until the server closes the connection; returns the close reason, if any.
     pub async fn closed(&mut self) -> Option<String> {
+        if self.closed {
+            return self.close_reason.clone();
+        }
         loop {
             match tokio::time::timeout(WAIT, self.stream.next())
                 .await

@@ -297,9 +297,7 @@ async fn ws_revoked_key_socket_closes_within_two_seconds() {
         elapsed <= Duration::from_secs(2),
         "closed after {elapsed:?}"
     );
-    if let Some(r) = reason {
-        assert_eq!(r, "api key revoked");
-    }
+    assert_eq!(reason.as_deref(), Some("api key revoked"));
 }
 
 #[tokio::test]
@@ -352,4 +350,42 @@ async fn ws_official_phoenix_js_client() {
     assert_eq!(result["last"]["name"], "from.phoenix");
     assert_eq!(result["last"]["data"], json!({"via": "phoenix.js"}));
     assert!(out.contains(&json!({"left": true})), "{out:?}");
+}
+
+#[tokio::test]
+async fn ws_and_streams_end_when_their_node_drains() {
+    let mut c = redis_cluster(2).await;
+    let s = setup(&c, "ws_drain", "").await;
+    let mut ws = Ws::connect(c.nodes[1].http, true).await;
+    let r = ws
+        .join(s.sub, json!({"consumer_token": s.consumer_token}))
+        .await;
+    assert_eq!(r["status"], "ok");
+    let mut st = stream(
+        &c,
+        1,
+        &s.consumer_bearer,
+        proto::StreamEventsRequest {
+            subscription_id: s.sub.to_string(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    publish(&c, 0, "ws_drain", numbered(0..1)).await;
+    assert_eq!(ws.offsets(1).await, vec![1]);
+    assert_eq!(stream_offsets(&mut st, 1).await, vec![1]);
+    // A graceful stop must not wait for the grace period on open sockets and streams.
+    c.nodes[1].stop().await;
+    let reason = loop {
+        match ws.recv().await {
+            Some(_) => {}
+            None => break ws.closed().await,
+        }
+    };
+    // The close frame with its reason proves the node ended the socket itself, before the
+    // servers stopped (a socket cut by the process would close without one).
+    assert_eq!(reason.as_deref(), Some("server shutting down"));
+    let end = tokio::time::timeout(WAIT, st.message()).await.unwrap();
+    assert!(!matches!(end, Ok(Some(_))), "stream still open: {end:?}");
 }
