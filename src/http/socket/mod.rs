@@ -18,6 +18,7 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::live::Feed;
+use crate::ratelimit::CallKind;
 use crate::topics::{TopicName, TopicRef};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -298,14 +299,29 @@ impl Conn {
                 return self.reply(&frame, "error", json!({ "reason": reason }));
             }
         };
-        let events = req.events.into_iter().map(|e| e.into_new()).collect();
-        match self
+        // The same per-key limits as PublishEvents over gRPC.
+        let kind = if req.durable {
+            CallKind::DurablePublish
+        } else {
+            CallKind::LivePublish
+        };
+        let limited = self
             .s
             .app
-            .events
-            .publish(&p, &req.topic, events, req.durable)
-            .await
-        {
+            .limiter
+            .check(p.key_id, kind, "PublishEvents")
+            .await;
+        let events = req.events.into_iter().map(|e| e.into_new()).collect();
+        let published = match limited {
+            Ok(()) => {
+                let app = &self.s.app;
+                app.events
+                    .publish(&p, &req.topic, events, req.durable)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match published {
             Ok(stored) => {
                 let offsets: Vec<i64> = stored.iter().map(|e| e.offset).collect();
                 self.reply(&frame, "ok", json!({ "offsets": offsets }));
