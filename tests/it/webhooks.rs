@@ -106,6 +106,11 @@ fn verify_with_standardwebhooks(secret: &str, r: &crate::receiver::Received) -> 
         .write_all(input.to_string().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("No module named"),
+        "the reference checker is missing: python3 -m pip install standardwebhooks ({stderr})"
+    );
     if String::from_utf8_lossy(&out.stdout).trim() == "verified" {
         Ok(())
     } else {
