@@ -162,6 +162,12 @@ impl Worker {
         headers.insert("webhook-timestamp", header_value(&timestamp.to_string())?);
         let signature = self.key.sign(&webhook_id, timestamp, &body);
         headers.insert("webhook-signature", header_value(&signature)?);
+        // With tracing on, the receiver can join this attempt's trace.
+        for (name, value) in crate::telemetry::trace_headers() {
+            if let Ok(name) = reqwest::header::HeaderName::from_bytes(name.as_bytes()) {
+                headers.insert(name, header_value(&value)?);
+            }
+        }
         let url = self
             .subscription
             .config

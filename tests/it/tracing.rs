@@ -1,12 +1,16 @@
 //! Traces: a node started with `ER_OTLP_ENDPOINT` exports spans over OTLP/gRPC, and a gRPC
-//! call that carries a W3C `traceparent` is recorded in the caller's trace. The collector is
+//! call that carries a W3C `traceparent` is recorded in the caller's trace; webhook attempts
+//! pass their own `traceparent` on to the receiver. The collector is
 //! a real HTTP/2 server recording what the node sends.
 
 use crate::helpers::*;
+use crate::receiver::Receiver;
 use axum::body::Bytes;
 use eventrelay::auth::{ApiKeys, KeyType};
 use eventrelay::proto::event_relay_client::EventRelayClient;
-use eventrelay::proto::{CreateTopicRequest, PublishEventsRequest};
+use eventrelay::proto::{
+    CreateSubscriptionRequest, CreateTopicRequest, NewSubscription, PublishEventsRequest,
+};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,6 +70,8 @@ async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
             .env("ER_JWT_SECRET", "tracing-test-secret")
             .env("ER_OTLP_ENDPOINT", &endpoint)
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("ER_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+            .env("ER_WEBHOOK_POLL_MS", "200")
             .env("RUST_LOG", "warn")
             .env_remove("REDIS_URL")
             .stdout(Stdio::null())
@@ -104,6 +110,24 @@ async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
     ))
     .await
     .unwrap();
+    let receiver = Receiver::start().await;
+    let mut config = std::collections::HashMap::new();
+    config.insert("endpoint_url".to_string(), receiver.url("/hook"));
+    api.create_subscription(authed(
+        &admin,
+        CreateSubscriptionRequest {
+            subscription: Some(NewSubscription {
+                name: "traced_hook".into(),
+                topic_name: "traced".into(),
+                push: true,
+                config,
+                subscription_type: "webhook".into(),
+                ..Default::default()
+            }),
+        },
+    ))
+    .await
+    .unwrap();
     let mut req = authed(
         &admin,
         PublishEventsRequest {
@@ -135,4 +159,15 @@ async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(found, "no exported span carried the caller's trace id");
+
+    // Webhook attempts carry their span's traceparent, so receivers can join the trace.
+    receiver
+        .wait_for(10, "a webhook with a traceparent", |log| {
+            log.iter().any(|r| {
+                r.headers
+                    .get("traceparent")
+                    .is_some_and(|t| t.len() == 55 && t.starts_with("00-"))
+            })
+        })
+        .await;
 }
