@@ -4,8 +4,8 @@
 
 mod sessions;
 
-pub use sessions::{Session, random_token};
 pub use sessions::{MAX_FAILURES, WINDOW};
+pub use sessions::{Session, random_token};
 
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use argon2::Argon2;
