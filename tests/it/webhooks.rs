@@ -75,6 +75,23 @@ pub async fn deliveries(c: &TestCluster, sub: &str) -> proto::ListDeliveriesResp
         .into_inner()
 }
 
+/// ListDeliveries once the cursor has reached `offset`: the receiver logs a request before it
+/// answers, so the worker may not have recorded it yet when a test sees it arrive.
+pub async fn deliveries_at(
+    c: &TestCluster,
+    sub: &str,
+    offset: i64,
+) -> proto::ListDeliveriesResponse {
+    for _ in 0..400 {
+        let d = deliveries(c, sub).await;
+        if d.delivered_offset >= offset {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the cursor of {sub} did not reach {offset}");
+}
+
 /// Verifies a received request with the Standard Webhooks reference library (Python).
 fn verify_with_standardwebhooks(secret: &str, r: &crate::receiver::Received) -> Result<(), String> {
     let input = serde_json::json!({
@@ -175,7 +192,7 @@ async fn delivers_in_order_with_headers_and_standard_webhooks_signatures() {
         verify_with_standardwebhooks("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &log[0]).is_err()
     );
 
-    let d = deliveries(&c, &sub.id).await;
+    let d = deliveries_at(&c, &sub.id, 32).await;
     assert_eq!(d.delivered_offset, 32);
     assert_eq!(d.total_count, 30);
     assert!(
@@ -239,7 +256,7 @@ async fn failing_receivers_are_retried_in_order_at_least_once() {
         "redirect followed"
     );
 
-    let d = deliveries(&c, &sub.id).await;
+    let d = deliveries_at(&c, &sub.id, 10).await;
     assert_eq!(d.delivered_offset, 10);
     let mut attempts: Vec<_> = d.deliveries.iter().collect();
     attempts.reverse();
@@ -310,7 +327,7 @@ async fn undeliverable_events_are_skipped_or_pause_after_max_attempts() {
     })
     .await;
     assert_eq!(rx.offsets(&skip.id), vec![1, 2, 2, 2, 3, 4]);
-    let d = deliveries(&c, &skip.id).await;
+    let d = deliveries_at(&c, &skip.id, 4).await;
     assert_eq!(d.delivered_offset, 4);
     let last = d
         .deliveries
@@ -322,23 +339,31 @@ async fn undeliverable_events_are_skipped_or_pause_after_max_attempts() {
         rx.offsets(&pause.id).len() >= 3
     })
     .await;
+    let mut paused = false;
+    for _ in 0..200 {
+        let got = c
+            .client(0)
+            .await
+            .get_subscription(authed(
+                &c.admin,
+                proto::GetSubscriptionRequest {
+                    id: pause.id.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .subscription
+            .unwrap();
+        if got.paused {
+            paused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(paused, "exhaustion pauses the subscription");
     let d = deliveries(&c, &pause.id).await;
     assert_eq!(d.delivered_offset, 1, "pause keeps the cursor at the event");
-    let sub = c
-        .client(0)
-        .await
-        .get_subscription(authed(
-            &c.admin,
-            proto::GetSubscriptionRequest {
-                id: pause.id.clone(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
-    assert!(sub.paused);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         rx.offsets(&pause.id),
