@@ -18,7 +18,8 @@ pub fn connect(url: &str) -> Result<Client, fred::error::Error> {
         .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
         .set_policy(ReconnectPolicy::new_constant(0, 500))
         .build()?;
-    // The handle ends only when the client quits; errors are retried by the policy.
-    let _ = client.connect();
+    // Dropping the handle detaches the connection task (it keeps running until the client
+    // quits); connection errors are retried by the policy.
+    drop(client.connect());
     Ok(client)
 }

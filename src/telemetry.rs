@@ -20,10 +20,8 @@ pub struct Guard(Option<SdkTracerProvider>);
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            if let Err(e) = p.shutdown() {
-                eprintln!("flushing traces failed: {e}");
-            }
+        if let Some(Err(e)) = self.0.take().map(|p| p.shutdown()) {
+            eprintln!("flushing traces failed: {e}");
         }
     }
 }

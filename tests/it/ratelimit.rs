@@ -13,6 +13,23 @@ async fn start_of_second() {
     tokio::time::sleep(Duration::from_millis(1000 - into + 20)).await;
 }
 
+/// Waits until every node reports its Redis connection up (until then limits count per node).
+async fn redis_connected(c: &TestCluster) {
+    for node in &c.nodes {
+        let url = format!("http://{}/readyz", node.http);
+        let mut connected = false;
+        for _ in 0..100 {
+            let body: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            if body["redis"] == "connected" {
+                connected = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(connected, "node at {url} never connected to Redis");
+    }
+}
+
 /// Fires `n` ListTopics calls spread over every node at once; returns how many passed.
 async fn burst(c: &TestCluster, token: &str, n: usize) -> usize {
     let mut clients = Vec::new();
@@ -51,6 +68,7 @@ async fn limits_hold_across_nodes_through_redis() {
         cfg.rate_limit_admin = 5;
     })
     .await;
+    redis_connected(&c).await;
     // Per node, three nodes would pass 15 of 30. Shared, 5 pass (10 at most, should the burst
     // straddle two windows).
     let passed = burst(&c, &c.admin, 30).await;

@@ -109,7 +109,7 @@ async fn graceful_restart_loses_nothing_acknowledged() {
                         },
                     )
                 };
-                let r = if i % 2 == 0 {
+                let r = if i.is_multiple_of(2) {
                     b.publish_events(req(&token)).await
                 } else {
                     a.publish_events(req(&token)).await
