@@ -162,7 +162,8 @@ impl TestCluster {
     pub async fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> Self {
         let db = TestDb::create().await;
         let mut config = Config::for_database(&db.url);
-        config.db_pool_size = 8;
+        // Small pools: many tests, each with several nodes, share one Postgres.
+        config.db_pool_size = 4;
         config.shutdown_grace_seconds = 5;
         tweak(&mut config);
         let mut nodes = Vec::new();
