@@ -130,6 +130,7 @@ impl App {
             redis.clone(),
             tracker,
             cluster_stop.clone(),
+            metrics.clone(),
         )
         .context("starting the cluster bus (REDIS_URL)")?;
         let limits = Limits {

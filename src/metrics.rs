@@ -48,6 +48,8 @@ struct Inner {
     webhook_attempts: Family<OutcomeLabel, Counter>,
     webhook_seconds: Histogram,
     owned_subscriptions: Gauge,
+    bus_lag: Histogram,
+    live_connections: prometheus_client::metrics::gauge::Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,8 +123,22 @@ impl Metrics {
             "Webhook subscriptions this node owns",
             owned_subscriptions.clone(),
         );
+        let bus_lag = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "bus_lag_seconds",
+            "Time from a node announcing committed events to another node receiving them",
+            bus_lag.clone(),
+        );
+        let live_connections = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "live_connections",
+            "Open websocket connections and gRPC streams on this node",
+            live_connections.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                bus_lag,
+                live_connections,
                 rate_limited,
                 registry,
                 rpc_requests,
@@ -187,6 +203,16 @@ impl Metrics {
         self.inner
             .owned_subscriptions
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long an announcement took from its sending node to this one.
+    pub fn bus_lag(&self, ms: i64) {
+        self.inner.bus_lag.observe(ms.max(0) as f64 / 1000.0);
+    }
+
+    /// Sets the number of open websocket connections and gRPC streams.
+    pub fn set_live_connections(&self, n: usize) {
+        self.inner.live_connections.set(n as i64);
     }
 
     /// The Prometheus text exposition.

@@ -41,6 +41,7 @@ async fn api_docs() -> axum::response::Html<&'static str> {
 
 /// Prometheus text exposition.
 async fn metrics(State(app): State<App>) -> Response {
+    app.metrics.set_live_connections(app.live.connections());
     (
         [(
             axum::http::header::CONTENT_TYPE,

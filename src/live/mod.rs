@@ -113,6 +113,11 @@ impl Live {
         self.interest.notified().await;
     }
 
+    /// Websocket connections and gRPC streams open on this node now.
+    pub fn connections(&self) -> usize {
+        MAX_LISTENERS.saturating_sub(self.listeners.available_permits())
+    }
+
     /// A place for one more long-lived listener (websocket or stream); `None` when the node
     /// is full. Dropping the permit frees the place.
     pub fn admit(&self) -> Option<OwnedSemaphorePermit> {

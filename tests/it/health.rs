@@ -52,7 +52,61 @@ async fn metrics_move_with_traffic() {
         r#"eventrelay_grpc_requests_total{rpc="CreateTopic",code="ok"} 1"#,
         "eventrelay_dead_letters_total 1",
         "eventrelay_grpc_request_duration_seconds_count{rpc=\"PublishEvents\"} 2",
+        "eventrelay_live_connections 0",
+        "eventrelay_bus_lag_seconds_count",
+        "eventrelay_owned_subscriptions",
     ] {
         assert!(text.contains(want), "missing {want} in:\n{text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_connections_and_bus_lag_are_measured_across_nodes() {
+    let c = TestCluster::start_with(2, |cfg| {
+        cfg.redis_url = Some(redis_url());
+        cfg.cluster_name = unique_cluster_name();
+    })
+    .await;
+    create_topic(&c, "users").await;
+    let mut stream = c
+        .client(1)
+        .await
+        .stream_events(authed(
+            &c.admin,
+            eventrelay::proto::StreamEventsRequest {
+                topic: "users".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // Publish on node 0 until node 1's stream has an event (its bus subscription may lag the
+    // stream's start by a moment).
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            publish(&c, 0, "users", vec![event("a", "{}")]).await;
+            if let Ok(Ok(Some(e))) =
+                tokio::time::timeout(std::time::Duration::from_millis(300), stream.message()).await
+            {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("an event crossed the nodes");
+    assert_eq!(got.name, "a");
+    let text = reqwest::get(format!("http://{}/metrics", c.nodes[1].http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("eventrelay_live_connections 1"), "{text}");
+    let lag_count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("eventrelay_bus_lag_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("bus lag histogram");
+    assert!(lag_count > 0, "node 1 measured no announcement from node 0");
 }

@@ -60,6 +60,14 @@ struct Announcement {
     last: i64,
     #[serde(rename = "e", default, skip_serializing_if = "Vec::is_empty")]
     events: Vec<Event>,
+    /// Unix milliseconds when it was sent, for the bus-lag metric (0 from older nodes).
+    #[serde(rename = "s", default)]
+    sent_ms: i64,
+}
+
+/// Unix milliseconds now.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl Announcement {
@@ -72,6 +80,7 @@ impl Announcement {
             first,
             last,
             events: if inline { batch.to_vec() } else { vec![] },
+            sent_ms: now_ms(),
         }
     }
 }
@@ -101,6 +110,7 @@ impl Bus {
         redis: Option<fred::clients::Client>,
         tracker: &TaskTracker,
         stop: CancellationToken,
+        metrics: crate::metrics::Metrics,
     ) -> anyhow::Result<Bus> {
         let node = Uuid::new_v4();
         let (outgoing, out_rx) = mpsc::channel(ANNOUNCE_QUEUE);
@@ -131,7 +141,9 @@ impl Bus {
             stop.clone(),
         ));
         let sequencer = Sequencer::new(live.clone(), pool.clone());
-        tracker.spawn(receive(node, sequencer, pool, local_rx, in_rx, stop));
+        tracker.spawn(receive(
+            node, sequencer, pool, local_rx, in_rx, stop, metrics,
+        ));
         Ok(Bus {
             inner: Arc::new(Inner {
                 live,
@@ -205,6 +217,7 @@ async fn receive(
     mut local: mpsc::Receiver<(String, Batch)>,
     mut remote: mpsc::Receiver<Announcement>,
     stop: CancellationToken,
+    metrics: crate::metrics::Metrics,
 ) {
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -228,6 +241,9 @@ async fn receive(
                     let mut taken = 0;
                     while let Some(a) = next.take() {
                         if a.node != node {
+                            if a.sent_ms > 0 {
+                                metrics.bus_lag(now_ms() - a.sent_ms);
+                            }
                             deliver(&mut seq, a).await;
                         }
                         taken += 1;

@@ -46,6 +46,7 @@ pub(super) async fn send(pool: &PgPool, node: Uuid, batches: &[(String, Batch)])
             first,
             last,
             events: vec![],
+            sent_ms: super::now_ms(),
         };
         if let Ok(p) = serde_json::to_string(&a) {
             payloads.push(p);
