@@ -55,7 +55,13 @@ async fn metrics(State(app): State<App>) -> Response {
 /// Ready when not draining, Postgres answers and every migration is applied.
 async fn readyz(State(app): State<App>) -> Response {
     let draining = app.is_draining();
-    let postgres = crate::db::migrations_applied(&app.pool).await;
+    // Bounded, so a probe gets an answer well within its own timeout while Postgres hangs.
+    let postgres = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        crate::db::migrations_applied(&app.pool),
+    )
+    .await
+    .unwrap_or(false);
     let ready = !draining && postgres;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },

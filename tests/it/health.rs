@@ -110,3 +110,80 @@ async fn live_connections_and_bus_lag_are_measured_across_nodes() {
         .expect("bus lag histogram");
     assert!(lag_count > 0, "node 1 measured no announcement from node 0");
 }
+
+async fn readyz(node: &crate::helpers::Node) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("http://{}/readyz", node.http))
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn readiness_follows_postgres_and_reports_redis() {
+    // Redis configured but not there: the node is ready (Redis is an accelerator) and says so.
+    let dead_redis = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = TestCluster::start_with(1, |cfg| {
+        cfg.redis_url = Some(format!("redis://127.0.0.1:{dead_redis}"));
+        cfg.cluster_name = unique_cluster_name();
+    })
+    .await;
+    let (code, body) = readyz(&c.nodes[0]).await;
+    assert_eq!(
+        (code, body["redis"].as_str()),
+        (200, Some("disconnected")),
+        "{body}"
+    );
+
+    // Postgres refusing connections: not ready; accepting again: ready again.
+    let admin = eventrelay::db::connect(&admin_url(), 1).await.unwrap();
+    let db = &c.db.name;
+    let set_connections = |allow: bool| {
+        sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS {allow}"
+        ))
+    };
+    sqlx::raw_sql(set_connections(false))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(db)
+        .execute(&admin)
+        .await
+        .unwrap();
+    let mut saw_unready = false;
+    for _ in 0..50 {
+        let (code, body) = readyz(&c.nodes[0]).await;
+        if code == 503 {
+            assert_eq!(body["postgres"], "unavailable", "{body}");
+            saw_unready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    sqlx::raw_sql(set_connections(true))
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert!(
+        saw_unready,
+        "readiness stayed green with Postgres refusing connections"
+    );
+    let mut ready_again = false;
+    for _ in 0..100 {
+        if readyz(&c.nodes[0]).await.0 == 200 {
+            ready_again = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready_again, "readiness did not recover with Postgres");
+    // Liveness never depended on Postgres.
+    let live = reqwest::get(format!("http://{}/healthz", c.nodes[0].http))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+}
