@@ -118,3 +118,24 @@ async fn keys_and_kinds_are_counted_separately() {
         assert!(r.is_ok(), "{r:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_away_each_node_limits_on_its_own() {
+    let dead_redis = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = TestCluster::start_with(2, |cfg| {
+        cfg.redis_url = Some(format!("redis://127.0.0.1:{dead_redis}"));
+        cfg.cluster_name = unique_cluster_name();
+        cfg.rate_limit_admin = 5;
+    })
+    .await;
+    // Limits still hold (per node) and calls never wait on the missing Redis.
+    let passed = burst(&c, &c.admin, 30).await;
+    assert!(
+        (10..=20).contains(&passed),
+        "{passed} calls passed two per-node limits of 5"
+    );
+}
