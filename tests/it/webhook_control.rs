@@ -192,10 +192,10 @@ async fn backoff_follows_the_schedule_and_retry_after_is_honoured() {
                 .fetch_optional(&pool)
                 .await
                 .unwrap();
-                if let Some((n, Some(next))) = row {
-                    if n == expect_attempts {
-                        return (next - chrono::Utc::now()).num_milliseconds();
-                    }
+                if let Some((n, Some(next))) = row
+                    && n == expect_attempts
+                {
+                    return (next - chrono::Utc::now()).num_milliseconds();
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
