@@ -1,20 +1,21 @@
 //! The gRPC transport: decode, authenticate, call a domain service, encode. No SQL and no
 //! policy here beyond "admin only" for the admin RPCs.
 
+mod call;
 mod control;
 mod convert;
+mod keys;
 mod status;
 mod stream;
 
 use crate::app::App;
-use crate::auth::Principal;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::events::PullQuery;
 use crate::page::{PageRequest, wire};
 use crate::proto::{self, event_relay_server::EventRelay};
 use crate::ratelimit::CallKind;
 use crate::topics::{TopicName, TopicRef};
-use convert::{parse_id, parse_ids};
+use convert::parse_id;
 use tonic::{Request, Response, Status};
 
 pub use convert::event as event_to_proto;
@@ -30,72 +31,10 @@ impl Service {
     pub fn new(app: App) -> Self {
         Service { app }
     }
-
-    /// Runs one RPC: times it, counts it by status code, maps the domain error once.
-    async fn call<T>(&self, rpc: &'static str, f: impl Future<Output = Result<T>>) -> Reply<T> {
-        let start = std::time::Instant::now();
-        let result = f.await.map(Response::new).map_err(Status::from);
-        let code = match &result {
-            Ok(_) => "ok",
-            Err(s) => code_name(s.code()),
-        };
-        self.app.metrics.rpc(rpc, code, start.elapsed());
-        result
-    }
-
-    /// Authenticates the caller and counts the call against its rate limit. The kind of call
-    /// follows from the request type; PublishEvents is counted by its handler, which knows
-    /// whether the publish is durable.
-    async fn principal<T>(&self, req: &Request<T>) -> Result<Principal> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        let p = self.app.auth.authenticate(header).await?;
-        let rpc = rpc_name::<T>();
-        let kind = match rpc {
-            "PublishEvents" => return Ok(p),
-            "PullEvents" | "StreamEvents" => CallKind::Pull,
-            _ => CallKind::Admin,
-        };
-        self.app.limiter.check(p.key_id, kind, rpc).await?;
-        Ok(p)
-    }
 }
 
+/// What every handler returns.
 type Reply<T> = std::result::Result<Response<T>, Status>;
-
-/// `CreateTopic` for `eventrelay::proto::CreateTopicRequest`, and so on (`CreateJWT` keeps
-/// the proto's spelling).
-fn rpc_name<T>() -> &'static str {
-    let full = std::any::type_name::<T>();
-    let short = full.rsplit("::").next().unwrap_or(full);
-    match short.strip_suffix("Request").unwrap_or(short) {
-        "CreateJwt" => "CreateJWT",
-        name => name,
-    }
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "ok",
-        InvalidArgument => "invalid_argument",
-        NotFound => "not_found",
-        AlreadyExists => "already_exists",
-        FailedPrecondition => "failed_precondition",
-        Unauthenticated => "unauthenticated",
-        PermissionDenied => "permission_denied",
-        ResourceExhausted => "resource_exhausted",
-        Unavailable => "unavailable",
-        Internal => "internal",
-        _ => "other",
-    }
-}
-
-fn topic_refs(names: &[String]) -> Result<Vec<TopicRef>> {
-    names.iter().map(|n| TopicRef::parse(n)).collect()
-}
 
 #[tonic::async_trait]
 impl EventRelay for Service {
@@ -286,24 +225,8 @@ impl EventRelay for Service {
         req: Request<proto::CreateApiKeyRequest>,
     ) -> Reply<proto::CreateApiKeyResponse> {
         self.call("CreateApiKey", async {
-            self.principal(&req)
-                .await?
-                .require_admin("create api keys")?;
-            let r = req.into_inner();
-            let key = self
-                .app
-                .auth
-                .keys()
-                .create(
-                    convert::key_type(r.r#type)?,
-                    &r.name,
-                    &topic_refs(&r.topic_names)?,
-                    &parse_ids(&r.subscription_ids, "subscription_ids")?,
-                )
-                .await?;
-            Ok(proto::CreateApiKeyResponse {
-                api_key: Some(convert::api_key(key)),
-            })
+            let p = self.principal(&req).await?;
+            keys::create(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -313,14 +236,8 @@ impl EventRelay for Service {
         req: Request<proto::RevokeApiKeyRequest>,
     ) -> Reply<proto::RevokeApiKeyResponse> {
         self.call("RevokeApiKey", async {
-            self.principal(&req)
-                .await?
-                .require_admin("revoke api keys")?;
-            let id = parse_id(&req.into_inner().id, "id")?;
-            let key = self.app.auth.keys().revoke(id).await?;
-            Ok(proto::RevokeApiKeyResponse {
-                api_key: Some(convert::api_key(key)),
-            })
+            let p = self.principal(&req).await?;
+            keys::revoke(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -330,21 +247,8 @@ impl EventRelay for Service {
         req: Request<proto::AddSubscriptionsToApiKeyRequest>,
     ) -> Reply<proto::AddSubscriptionsToApiKeyResponse> {
         self.call("AddSubscriptionsToApiKey", async {
-            self.principal(&req)
-                .await?
-                .require_admin("change api keys")?;
-            let r = req.into_inner();
-            let id = parse_id(&r.id, "id")?;
-            let added = self
-                .app
-                .auth
-                .keys()
-                .add_subscriptions(id, &parse_ids(&r.subscription_ids, "subscription_ids")?)
-                .await?;
-            Ok(proto::AddSubscriptionsToApiKeyResponse {
-                id: r.id,
-                subscription_ids: added.iter().map(ToString::to_string).collect(),
-            })
+            let p = self.principal(&req).await?;
+            keys::add_subscriptions(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -354,21 +258,8 @@ impl EventRelay for Service {
         req: Request<proto::DeleteSubscriptionsFromApiKeyRequest>,
     ) -> Reply<proto::DeleteSubscriptionsFromApiKeyResponse> {
         self.call("DeleteSubscriptionsFromApiKey", async {
-            self.principal(&req)
-                .await?
-                .require_admin("change api keys")?;
-            let r = req.into_inner();
-            let id = parse_id(&r.id, "id")?;
-            let removed = self
-                .app
-                .auth
-                .keys()
-                .delete_subscriptions(id, &parse_ids(&r.subscription_ids, "subscription_ids")?)
-                .await?;
-            Ok(proto::DeleteSubscriptionsFromApiKeyResponse {
-                id: r.id,
-                subscription_ids: removed.iter().map(ToString::to_string).collect(),
-            })
+            let p = self.principal(&req).await?;
+            keys::delete_subscriptions(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -378,21 +269,8 @@ impl EventRelay for Service {
         req: Request<proto::AddTopicsToApiKeyRequest>,
     ) -> Reply<proto::AddTopicsToApiKeyResponse> {
         self.call("AddTopicsToApiKey", async {
-            self.principal(&req)
-                .await?
-                .require_admin("change api keys")?;
-            let r = req.into_inner();
-            let id = parse_id(&r.id, "id")?;
-            let added = self
-                .app
-                .auth
-                .keys()
-                .add_topics(id, &topic_refs(&r.topic_names)?)
-                .await?;
-            Ok(proto::AddTopicsToApiKeyResponse {
-                id: r.id,
-                topic_names: added,
-            })
+            let p = self.principal(&req).await?;
+            keys::add_topics(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -402,21 +280,8 @@ impl EventRelay for Service {
         req: Request<proto::DeleteTopicsFromApiKeyRequest>,
     ) -> Reply<proto::DeleteTopicsFromApiKeyResponse> {
         self.call("DeleteTopicsFromApiKey", async {
-            self.principal(&req)
-                .await?
-                .require_admin("change api keys")?;
-            let r = req.into_inner();
-            let id = parse_id(&r.id, "id")?;
-            let removed = self
-                .app
-                .auth
-                .keys()
-                .delete_topics(id, &topic_refs(&r.topic_names)?)
-                .await?;
-            Ok(proto::DeleteTopicsFromApiKeyResponse {
-                id: r.id,
-                topic_names: removed,
-            })
+            let p = self.principal(&req).await?;
+            keys::delete_topics(&self.app, p, req.into_inner()).await
         })
         .await
     }

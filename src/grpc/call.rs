@@ -1,0 +1,73 @@
+//! What every RPC handler shares: authentication with the per-key rate limit, and one
+//! wrapper that times the call, counts it by status code and maps the domain error once.
+
+use super::{Reply, Service};
+use crate::auth::Principal;
+use crate::error::Result;
+use crate::ratelimit::CallKind;
+use tonic::{Request, Response, Status};
+
+impl Service {
+    /// Runs one RPC: times it, counts it by status code, maps the domain error once.
+    pub(super) async fn call<T>(
+        &self,
+        rpc: &'static str,
+        f: impl Future<Output = Result<T>>,
+    ) -> Reply<T> {
+        let start = std::time::Instant::now();
+        let result = f.await.map(Response::new).map_err(Status::from);
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(s) => code_name(s.code()),
+        };
+        self.app.metrics.rpc(rpc, code, start.elapsed());
+        result
+    }
+
+    /// Authenticates the caller and counts the call against its rate limit. The kind of call
+    /// follows from the request type; PublishEvents is counted by its handler, which knows
+    /// whether the publish is durable.
+    pub(super) async fn principal<T>(&self, req: &Request<T>) -> Result<Principal> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let p = self.app.auth.authenticate(header).await?;
+        let rpc = rpc_name::<T>();
+        let kind = match rpc {
+            "PublishEvents" => return Ok(p),
+            "PullEvents" | "StreamEvents" => CallKind::Pull,
+            _ => CallKind::Admin,
+        };
+        self.app.limiter.check(p.key_id, kind, rpc).await?;
+        Ok(p)
+    }
+}
+
+/// `CreateTopic` for `eventrelay::proto::CreateTopicRequest`, and so on (`CreateJWT` keeps
+/// the proto's spelling).
+fn rpc_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let short = full.rsplit("::").next().unwrap_or(full);
+    match short.strip_suffix("Request").unwrap_or(short) {
+        "CreateJwt" => "CreateJWT",
+        name => name,
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "ok",
+        InvalidArgument => "invalid_argument",
+        NotFound => "not_found",
+        AlreadyExists => "already_exists",
+        FailedPrecondition => "failed_precondition",
+        Unauthenticated => "unauthenticated",
+        PermissionDenied => "permission_denied",
+        ResourceExhausted => "resource_exhausted",
+        Unavailable => "unavailable",
+        Internal => "internal",
+        _ => "other",
+    }
+}
