@@ -235,7 +235,17 @@ pub async fn run(
     let stop_accepting = CancellationToken::new();
     let grpc_server = {
         let stop = stop_accepting.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+        // TCP_NODELAY: small replies (a one-event publish) must not wait for the client's
+        // delayed ACK (~40 ms) under Nagle's algorithm.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+            |conn| {
+                conn.and_then(|s| {
+                    s.set_nodelay(true)?;
+                    Ok(s)
+                })
+            },
+        );
         tokio::spawn(
             tonic::transport::Server::builder()
                 .trace_fn(crate::telemetry::grpc_span)
@@ -252,7 +262,11 @@ pub async fn run(
         let stop = stop_accepting.clone();
         let router = http::router(app.clone());
         tokio::spawn(async move {
-            axum::serve(listeners.http, router)
+            // TCP_NODELAY here too: websocket pushes are small frames.
+            let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })
