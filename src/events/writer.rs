@@ -187,28 +187,29 @@ async fn store(pool: &PgPool, topic: &TopicName, batch: &[Job]) -> Result<i64> {
             cols.push(&job.identifier, v);
         }
     }
-    let mut tx = pool.begin().await?;
-    let last: Option<i64> = sqlx::query_scalar(
-        "UPDATE topics SET last_offset = last_offset + $1 WHERE name = $2 RETURNING last_offset",
-    )
-    .bind(n as i64)
-    .bind(topic.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let last = last.ok_or_else(|| Error::not_found("Topic not found"))?;
-    let first = last - n as i64 + 1;
-    let offsets: Vec<i64> = (first..=last).collect();
-    sqlx::query(AssertSqlSafe(format!(
-        r#"INSERT INTO {} ("offset", id, name, topic_identifier, data, source, group_key,
-               reference_key, trace_key, user_id, anonymous_id, occurred_at, context)
-           SELECT o, i, n, ti, d::jsonb, s, g, r, t, u, a, oc, c::jsonb
-           FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-                       $12::timestamptz[], $13::text[])
-                AS u(o, i, n, ti, d, s, g, r, t, u, a, oc, c)"#,
+    // One statement, one round trip, in its own implicit transaction: reserve the offsets
+    // (row-locking the topic until commit) and insert every row numbered from them. The
+    // statement takes the events table's lock before the topic row's; DeleteTopic takes them
+    // in the same order, so the two never deadlock.
+    let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+        r#"WITH reserved AS (
+               UPDATE topics SET last_offset = last_offset + $13 WHERE name = $14
+               RETURNING last_offset
+           ), stored AS (
+               INSERT INTO {} ("offset", id, name, topic_identifier, data, source, group_key,
+                   reference_key, trace_key, user_id, anonymous_id, occurred_at, context)
+               SELECT r.last_offset - $13 + u.ord, u.i, u.n, u.ti, u.d::jsonb, u.s, u.g, u.rk,
+                      u.t, u.usr, u.a, u.oc, u.c::jsonb
+               FROM reserved r,
+                    UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                           $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                           $11::timestamptz[], $12::text[])
+                    WITH ORDINALITY AS u(i, n, ti, d, s, g, rk, t, usr, a, oc, c, ord)
+               RETURNING "offset"
+           )
+           SELECT min("offset") FROM stored"#,
         topic.events_table()
     )))
-    .bind(offsets)
     .bind(cols.id)
     .bind(cols.name)
     .bind(cols.identifier)
@@ -221,10 +222,13 @@ async fn store(pool: &PgPool, topic: &TopicName, batch: &[Job]) -> Result<i64> {
     .bind(cols.anonymous_id)
     .bind(cols.occurred_at)
     .bind(cols.context)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(first)
+    .bind(n as i64)
+    .bind(topic.as_str())
+    .fetch_one(pool)
+    .await
+    .map_err(super::read::topic_gone)?;
+    // No row reserved: the topic row is gone (dropped, or dropped and made again later).
+    first.ok_or_else(|| Error::not_found("Topic not found"))
 }
 
 /// Column arrays for UNNEST.

@@ -6,7 +6,7 @@ mod name;
 
 pub use name::{MAX_IDENTIFIER_LEN, MAX_NAME_LEN, TopicName, TopicRef, parse_identifier};
 
-use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
+use crate::error::{Error, Result, UNDEFINED_TABLE, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
@@ -121,18 +121,39 @@ impl Topics {
     }
 
     /// Drops a topic, its tables, its subscriptions and its key associations, in one
-    /// transaction. Deleting the row first waits for any publisher holding it (publishers lock
-    /// the row), so a publish either commits before the drop or finds the topic gone.
+    /// transaction. Locking the tables waits for any publisher in flight, so a publish either
+    /// commits before the drop or finds the topic gone (and dead-letters its events).
     #[tracing::instrument(skip(self))]
     pub async fn delete(&self, id: Uuid) -> Result<Topic> {
         let mut tx = self.pool.begin().await?;
+        let name: Option<String> = sqlx::query_scalar("SELECT name FROM topics WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let name = TopicName::parse(&name.ok_or_else(|| Error::not_found("Topic not found"))?)?;
+        // Tables first, then the topic row: the order publishers take them in (their single
+        // statement locks the events table when planned, the row when run), so no deadlock.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
+            name.events_table(),
+            name.deliveries_table()
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            // Another DeleteTopic dropped them while we waited.
+            if sqlstate(&e).as_deref() == Some(UNDEFINED_TABLE) {
+                Error::not_found("Topic not found")
+            } else {
+                e.into()
+            }
+        })?;
         let topic =
             sqlx::query_as::<_, Topic>("DELETE FROM topics WHERE id = $1 RETURNING id, name")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or_else(|| Error::not_found("Topic not found"))?;
-        let name = TopicName::parse(&topic.name)?;
         sqlx::raw_sql(AssertSqlSafe(format!(
             "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
             name.events_table(),
