@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# PullEvents load with ghz (https://ghz.sh): batches of 1000 from a fixed offset.
+#
+# Environment (all optional but ER_TOKEN):
+#   ER_TOKEN    bearer token of an admin key, or of a consumer key with a subscription
+#               of $ER_TOPIC (required)
+#   ER_TARGET   host:port of the gRPC listener            (default localhost:50051)
+#   ER_TOPIC    topic to read                              (default bench)
+#   ER_OFFSET   return events after this offset            (default 0; try 1000000 on a big topic)
+#   ER_BATCH    events per pull, at most 1000              (default 1000)
+#   ER_RPS      requests per second, 0 for no limit       (default 50)
+#   ER_TOTAL    requests in all                            (default 2000)
+#   ER_CONC     concurrent workers                         (default 10)
+# Extra arguments are passed to ghz.
+#
+# Run it once with ER_OFFSET=0 and once deep into the topic: the two latencies should be about
+# the same, since pulls seek by the offset index (keyset paging), not by skipping rows.
+set -euo pipefail
+
+: "${ER_TOKEN:?set ER_TOKEN to the bearer token of an API key (Base64 key:secret)}"
+target="${ER_TARGET:-localhost:50051}"
+topic="${ER_TOPIC:-bench}"
+cd "$(dirname "$0")/../.."   # repository root, for proto/event_relay.proto
+
+command -v ghz >/dev/null || { echo "ghz is not installed: see https://ghz.sh/docs/install" >&2; exit 1; }
+
+exec ghz \
+  --rps "${ER_RPS:-50}" \
+  --total "${ER_TOTAL:-2000}" \
+  --concurrency "${ER_CONC:-10}" \
+  --insecure \
+  --proto proto/event_relay.proto \
+  --import-paths proto \
+  --call eventrelay.EventRelay.PullEvents \
+  -m "{\"authorization\": \"Bearer ${ER_TOKEN}\"}" \
+  -d "{\"topic\": \"${topic}\", \"batch_size\": ${ER_BATCH:-1000}, \"offset\": ${ER_OFFSET:-0}}" \
+  "$@" \
+  "$target"
