@@ -2,10 +2,10 @@
 //! topic's subscriptions (its delete confirmation). The topic and the type of a subscription
 //! are fixed at creation: moving either would make its delivery history meaningless.
 
-use super::{COLUMNS, Kind, Row, Subscription, Subscriptions, validate_endpoint};
+use super::{COLUMNS, Row, Subscription, Subscriptions, check_settings, name_taken};
 use crate::auth::Principal;
-use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
-use crate::topics::{TopicName, parse_identifier};
+use crate::error::{Error, Result};
+use crate::topics::TopicName;
 use sqlx::AssertSqlSafe;
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -42,23 +42,8 @@ impl Subscriptions {
     ) -> Result<Subscription> {
         p.require_admin("update subscriptions")?;
         let name = check_name(&u.name)?;
-        if !u.topic_identifier.is_empty() {
-            parse_identifier(&u.topic_identifier)?;
-        }
         let current = self.find(id).await?;
-        if current.kind == Kind::Webhook {
-            let url = u
-                .config
-                .get("endpoint_url")
-                .map(String::as_str)
-                .unwrap_or("");
-            if url.is_empty() {
-                return Err(Error::invalid(
-                    "webhook subscriptions need config.endpoint_url",
-                ));
-            }
-            validate_endpoint(url)?;
-        }
+        check_settings(current.kind, &u.topic_identifier, &u.config)?;
         sqlx::query_as::<_, Row>(AssertSqlSafe(format!(
             "UPDATE subscriptions SET name = $2, topic_identifier = $3, push = $4, config = $5,
                  updated_at = now()
@@ -71,13 +56,7 @@ impl Subscriptions {
         .bind(serde_json::to_value(&u.config).unwrap_or_default())
         .fetch_optional(&self.pool)
         .await
-        .map_err(|e| {
-            if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
-                Error::AlreadyExists("Subscription with that name already exists".into())
-            } else {
-                e.into()
-            }
-        })?
+        .map_err(name_taken)?
         .map(Row::into_subscription)
         .ok_or_else(|| Error::not_found("Subscription not found"))
     }

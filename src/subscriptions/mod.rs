@@ -135,6 +135,32 @@ pub fn validate_endpoint(url: &str) -> Result<url::Url> {
     Ok(u)
 }
 
+/// Checks what create and update share: the identifier, and a webhook's endpoint.
+fn check_settings(kind: Kind, identifier: &str, config: &BTreeMap<String, String>) -> Result<()> {
+    if !identifier.is_empty() {
+        parse_identifier(identifier)?;
+    }
+    if kind == Kind::Webhook {
+        let url = config.get("endpoint_url").map(String::as_str).unwrap_or("");
+        if url.is_empty() {
+            return Err(Error::invalid(
+                "webhook subscriptions need config.endpoint_url",
+            ));
+        }
+        validate_endpoint(url)?;
+    }
+    Ok(())
+}
+
+/// A unique violation on the name is ALREADY_EXISTS with the original's message.
+fn name_taken(e: sqlx::Error) -> Error {
+    if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
+        Error::AlreadyExists("Subscription with that name already exists".into())
+    } else {
+        e.into()
+    }
+}
+
 /// The subscriptions service.
 #[derive(Clone)]
 pub struct Subscriptions {
@@ -150,28 +176,10 @@ impl Subscriptions {
     /// Creates a subscription (admins only).
     pub async fn create(&self, p: &Principal, new: NewSubscription) -> Result<Subscription> {
         p.require_admin("create subscriptions")?;
-        let name = new.name.trim();
-        if name.is_empty() || name.len() > 255 {
-            return Err(Error::invalid("name must be 1-255 characters"));
-        }
+        let name = check_name(&new.name)?;
         let topic = TopicName::parse(&new.topic_name)?;
-        if !new.topic_identifier.is_empty() {
-            parse_identifier(&new.topic_identifier)?;
-        }
         let kind = Kind::parse(&new.subscription_type)?;
-        if kind == Kind::Webhook {
-            let url = new
-                .config
-                .get("endpoint_url")
-                .map(String::as_str)
-                .unwrap_or("");
-            if url.is_empty() {
-                return Err(Error::invalid(
-                    "webhook subscriptions need config.endpoint_url",
-                ));
-            }
-            validate_endpoint(url)?;
-        }
+        check_settings(kind, &new.topic_identifier, &new.config)?;
         let mut secret = [0u8; 24];
         rand::rng().fill_bytes(&mut secret);
         let signing_secret = format!(
@@ -205,13 +213,11 @@ impl Subscriptions {
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| {
-            if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
-                Error::AlreadyExists("Subscription with that name already exists".into())
-            } else if sqlstate(&e).as_deref() == Some("23503") {
+            if sqlstate(&e).as_deref() == Some("23503") {
                 // The topic was dropped between the EXISTS check and the insert.
                 Error::not_found("Topic not found")
             } else {
-                e.into()
+                name_taken(e)
             }
         })?;
         row.map(Row::into_subscription)
