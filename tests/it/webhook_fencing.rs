@@ -23,6 +23,20 @@ async fn cursor(pool: &sqlx::PgPool, id: Uuid) -> (i64, i64) {
     .unwrap()
 }
 
+/// Publishes `n` events to `orders` while the subscription is paused (so the node lets go of
+/// it), then stops the node and resumes the subscription: the test alone drives its worker.
+async fn backlog_without_owner(c: &mut TestCluster, id: Uuid, n: usize) {
+    let set_paused = |paused: bool| {
+        sqlx::query("UPDATE subscriptions SET paused = $2 WHERE id = $1")
+            .bind(id)
+            .bind(paused)
+    };
+    set_paused(true).execute(&c.pool).await.unwrap();
+    publish(c, 0, "orders", events(n, "x")).await;
+    c.nodes[0].stop().await;
+    set_paused(false).execute(&c.pool).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_deposed_owner_cannot_move_the_cursor() {
     let mut c = webhook_cluster(1).await;
@@ -31,18 +45,7 @@ async fn a_deposed_owner_cannot_move_the_cursor() {
     // Paused (so the node lets go of it), then the node stops: this test alone owns it.
     let sub = create_webhook(&c, "orders_hook", "orders", &rx.url("/hook"), &[]).await;
     let id = sub_id(&sub);
-    sqlx::query("UPDATE subscriptions SET paused = true WHERE id = $1")
-        .bind(id)
-        .execute(&c.pool)
-        .await
-        .unwrap();
-    publish(&c, 0, "orders", events(3, "x")).await;
-    c.nodes[0].stop().await;
-    sqlx::query("UPDATE subscriptions SET paused = false WHERE id = $1")
-        .bind(id)
-        .execute(&c.pool)
-        .await
-        .unwrap();
+    backlog_without_owner(&mut c, id, 3).await;
 
     let delivery = Delivery::new(c.pool.clone(), &c.config, Live::new(), Metrics::new()).unwrap();
     let node = Uuid::new_v4();
@@ -179,18 +182,7 @@ async fn the_rate_limit_spaces_deliveries() {
     .await;
     let id = sub_id(&sub);
     // Paused (so the node lets go of it) while the events are published, then the node stops.
-    sqlx::query("UPDATE subscriptions SET paused = true WHERE id = $1")
-        .bind(id)
-        .execute(&c.pool)
-        .await
-        .unwrap();
-    publish(&c, 0, "orders", events(2, "x")).await;
-    c.nodes[0].stop().await;
-    sqlx::query("UPDATE subscriptions SET paused = false WHERE id = $1")
-        .bind(id)
-        .execute(&c.pool)
-        .await
-        .unwrap();
+    backlog_without_owner(&mut c, id, 2).await;
 
     let delivery = Delivery::new(c.pool.clone(), &c.config, Live::new(), Metrics::new()).unwrap();
     let epoch = store::acquire(&c.pool, id, Uuid::new_v4())
