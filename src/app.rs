@@ -84,7 +84,7 @@ impl App {
             .await
             .context("connecting to Postgres (DATABASE_URL)")?;
         db::migrate(&pool).await.context("applying migrations")?;
-        let live = Live::new();
+        let live = Live::with_buffer(config.live_buffer);
         let metrics = Metrics::new();
         let redis = match &config.redis_url {
             Some(url) => {

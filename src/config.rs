@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(long, env = "ER_MAX_EVENTS_PER_REQUEST", default_value_t = 1000)]
     pub max_events_per_request: usize,
 
+    /// Published batches a node keeps per topic for its websocket clients and gRPC streams;
+    /// a client that falls further behind is disconnected as slow.
+    #[arg(long, env = "ER_LIVE_BUFFER", default_value_t = crate::live::TOPIC_BUFFER)]
+    pub live_buffer: usize,
+
     /// Postgres connections in this node's pool.
     #[arg(long, env = "ER_DB_POOL_SIZE", default_value_t = 20)]
     pub db_pool_size: u32,
@@ -266,6 +271,7 @@ impl std::fmt::Debug for Config {
             .field("cluster_name", &self.cluster_name)
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_events_per_request", &self.max_events_per_request)
+            .field("live_buffer", &self.live_buffer)
             .field("db_pool_size", &self.db_pool_size)
             .field("webhook_allowed_networks", &self.webhook_allowed_networks)
             .finish_non_exhaustive()

@@ -81,14 +81,15 @@ impl Jwt {
             .map_err(|e| Error::Internal(e.into()))
     }
 
-    /// The key id of a valid, unexpired token.
-    pub fn verify(&self, token: &str) -> Result<Uuid> {
+    /// The key id of a valid, unexpired token, and when it expires (unix seconds).
+    pub fn verify(&self, token: &str) -> Result<(Uuid, i64)> {
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
             .map_err(|_| Error::Unauthenticated("Invalid credentials".into()))?;
-        Uuid::parse_str(&data.claims.api_key_id)
-            .map_err(|_| Error::Unauthenticated("Invalid credentials".into()))
+        let id = Uuid::parse_str(&data.claims.api_key_id)
+            .map_err(|_| Error::Unauthenticated("Invalid credentials".into()))?;
+        Ok((id, data.claims.exp))
     }
 }
 
@@ -110,7 +111,9 @@ mod tests {
         };
         let t = jwt.issue(&p, 0).unwrap();
         assert!(looks_like_jwt(&t));
-        assert_eq!(jwt.verify(&t).unwrap(), p.key_id);
+        let (id, exp) = jwt.verify(&t).unwrap();
+        assert_eq!(id, p.key_id);
+        assert!(exp > chrono::Utc::now().timestamp() + DEFAULT_TTL_SECONDS - 10);
         assert!(Jwt::new("secret-two").verify(&t).is_err());
         assert!(jwt.issue(&p, 1).is_err());
         let expired = Claims {

@@ -109,7 +109,7 @@ impl Auth {
         if !self.enabled {
             return Ok(Principal::anonymous_admin());
         }
-        let id = self.jwt.verify(token)?;
+        let (id, _) = self.jwt.verify(token)?;
         let cache_key = format!("i:{id}");
         let entry = self
             .lookup(&cache_key, || self.keys.record_by_id(id))
@@ -120,15 +120,36 @@ impl Auth {
         }
     }
 
-    /// Whether the key is still active (for long-lived sockets and streams to re-check).
-    pub async fn still_active(&self, key_id: Uuid) -> Result<bool> {
-        if !self.enabled || key_id.is_nil() {
-            return Ok(true);
+    /// When the bearer of an `authorization` header stops being valid by itself: the `exp` of a
+    /// JWT (unix seconds); `None` for API keys, which last until revoked, and for anything
+    /// that is not a valid JWT (authentication has refused those already).
+    pub fn bearer_expiry(&self, authorization: Option<&str>) -> Option<i64> {
+        let token = authorization?.trim().split_once(' ')?.1.trim();
+        self.token_expiry(token)
+    }
+
+    /// The `exp` of a valid JWT (unix seconds).
+    pub fn token_expiry(&self, token: &str) -> Option<i64> {
+        if !self.enabled || !looks_like_jwt(token) {
+            return None;
         }
+        self.jwt.verify(token).ok().map(|(_, exp)| exp)
+    }
+
+    /// The key's grants as they are now (cached for at most [`CACHE_TTL`]), for long-lived
+    /// sockets and streams to re-check; `None` once the key is revoked or deleted.
+    pub async fn current(&self, key_id: Uuid) -> Result<Option<Principal>> {
+        if !self.enabled || key_id.is_nil() {
+            return Ok(Some(Principal::anonymous_admin()));
+        }
+        let cache_key = format!("i:{key_id}");
         let entry = self
-            .lookup(&format!("i:{key_id}"), || self.keys.record_by_id(key_id))
+            .lookup(&cache_key, || self.keys.record_by_id(key_id))
             .await?;
-        Ok(entry.record.is_some_and(|r| !r.revoked))
+        match &entry.record {
+            Some(r) if !r.revoked => self.principal_of(&cache_key, entry).await.map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn lookup<F, Fut>(&self, cache_key: &str, load: F) -> Result<Cached>

@@ -371,7 +371,9 @@ impl EventRelay for Service {
     ) -> Reply<Self::StreamEventsStream> {
         self.call("StreamEvents", async {
             let p = self.principal(&req).await?;
-            stream::open(&self.app, p, req.into_inner()).await
+            let header = req.metadata().get("authorization");
+            let expires = (self.app.auth).bearer_expiry(header.and_then(|v| v.to_str().ok()));
+            stream::open(&self.app, p, expires, req.into_inner()).await
         })
         .await
     }

@@ -4,51 +4,52 @@
 //!
 //! The response stream is polled by tonic only as fast as HTTP/2 flow control lets the
 //! client take events, so a slow client never slows anyone else: it falls behind in the hub's
-//! bounded per-topic ring and is ended with RESOURCE_EXHAUSTED. The key is re-checked every
-//! half second, and the stream ends with UNAUTHENTICATED within two seconds of a revocation.
+//! bounded per-topic ring and is ended with RESOURCE_EXHAUSTED. Access is re-checked twice a
+//! second ([`Access`]): within two seconds of a revocation or of its JWT's expiry the stream
+//! ends with UNAUTHENTICATED, of a withdrawn grant with PERMISSION_DENIED, of its
+//! subscription's deletion with NOT_FOUND.
 
 use super::convert;
 use crate::app::App;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
-use crate::live::Feed;
+use crate::live::{ACCESS_CHECK, Access, Feed, Target};
 use crate::proto;
 use crate::topics::{TopicName, TopicRef};
 use futures::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
-
-/// How often the caller's key is checked for revocation.
-const KEY_CHECK: Duration = Duration::from_millis(500);
 
 /// The response stream of StreamEvents.
 pub type EventStream =
     Pin<Box<dyn Stream<Item = std::result::Result<proto::Event, Status>> + Send>>;
 
 /// Authorizes the request and opens the stream (errors here are the call's status).
+/// `expires` is the `exp` of the caller's JWT, when it called with one.
 pub async fn open(
     app: &App,
     principal: Principal,
+    expires: Option<i64>,
     r: proto::StreamEventsRequest,
 ) -> Result<EventStream> {
-    let topic = match (r.topic.trim(), r.subscription_id.trim()) {
+    let (topic, target) = match (r.topic.trim(), r.subscription_id.trim()) {
         ("", "") => return Err(Error::invalid("topic or subscription_id is required")),
         (_, "") => {
             let topic = TopicRef::parse(r.topic.trim())?;
             principal.authorize_read(&topic)?;
-            topic
+            (topic.clone(), Target::Topic(topic))
         }
         ("", id) => {
             let id = convert::parse_id(id, "subscription_id")?;
             principal.authorize_subscription(id)?;
             let s = app.subscriptions.find(id).await?;
-            TopicRef {
+            let topic = TopicRef {
                 name: TopicName::parse(&s.topic_name)?,
                 identifier: (!s.topic_identifier.is_empty()).then_some(s.topic_identifier),
-            }
+            };
+            (topic, Target::Subscription(id))
         }
         _ => return Err(Error::invalid("give topic or subscription_id, not both")),
     };
@@ -59,10 +60,10 @@ pub async fn open(
     let feed = Feed::open(&app.live, &app.pool, topic, filters, r.after_offset).await?;
     let state = State {
         app: app.clone(),
-        key: principal.key_id,
+        access: Access::new(&principal, expires, target),
         feed,
         pending: VecDeque::new(),
-        check: tokio::time::interval(KEY_CHECK),
+        check: tokio::time::interval(ACCESS_CHECK),
         done: false,
         _permit: permit,
     };
@@ -71,7 +72,7 @@ pub async fn open(
 
 struct State {
     app: App,
-    key: uuid::Uuid,
+    access: Access,
     feed: Feed,
     pending: VecDeque<crate::events::Event>,
     check: tokio::time::Interval,
@@ -92,10 +93,11 @@ async fn next(mut st: State) -> Option<(Item, State)> {
         let stop = st.app.streams_stop().clone();
         let end = tokio::select! {
             _ = stop.cancelled() => Some(Error::Unavailable("server shutting down".into())),
-            _ = st.check.tick() => match st.app.auth.still_active(st.key).await {
-                Ok(false) => Some(Error::Unauthenticated("api key revoked".into())),
-                _ => None,
-            },
+            _ = st.check.tick() => st
+                .access
+                .lost(&st.app.auth, &st.app.subscriptions)
+                .await
+                .map(Error::from),
             r = st.feed.next() => match r {
                 Ok(batch) => {
                     st.pending.extend(batch.iter().cloned());

@@ -28,6 +28,8 @@ pub struct Feed {
     replaying: bool,
     /// Set when a replay ends: a lag reported right after it is the replay's, not the client's.
     after_replay: bool,
+    /// The hub's per-topic buffer, for the slow-client message.
+    buffer: usize,
 }
 
 impl Feed {
@@ -45,6 +47,7 @@ impl Feed {
             return Err(Error::invalid("after_offset must not be negative"));
         }
         let rx = live.subscribe(topic.name.as_str());
+        let buffer = live.buffer();
         let head = head(pool, &topic.name).await?;
         Ok(Feed {
             pool: pool.clone(),
@@ -54,6 +57,7 @@ impl Feed {
             last: after.unwrap_or(head),
             replaying: after.is_some(),
             after_replay: false,
+            buffer,
         })
     }
 
@@ -89,7 +93,7 @@ impl Feed {
                 Err(RecvError::Lagged(_)) => {
                     return Err(Error::ResourceExhausted(format!(
                         "slow client: fell more than {} batches behind the live stream",
-                        super::TOPIC_BUFFER
+                        self.buffer
                     )));
                 }
                 Err(RecvError::Closed) => {

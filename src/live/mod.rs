@@ -7,8 +7,10 @@
 //! receiver; one that lags is told so (and a transport drops it), never slowing the publisher.
 //! [`Feed`] turns a receiver into an ordered, gap-free, resumable stream for one client.
 
+mod access;
 mod feed;
 
+pub use access::{ACCESS_CHECK, Access, Lost, Target};
 pub use feed::{Feed, REPLAY_BATCH};
 
 use crate::events::Event;
@@ -16,7 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
 
-/// Events buffered per topic for slow listeners before they are considered lagging.
+/// Batches buffered per topic for slow listeners before they are considered lagging (the
+/// default of `ER_LIVE_BUFFER`).
 pub const TOPIC_BUFFER: usize = 4_096;
 
 /// Most websocket connections and gRPC streams one node serves at once.
@@ -33,15 +36,12 @@ pub struct Live {
     // Woken when a topic gains its first listener, so the bus subscribes to it at once.
     interest: Arc<Notify>,
     listeners: Arc<Semaphore>,
+    buffer: usize,
 }
 
 impl Default for Live {
     fn default() -> Self {
-        Live {
-            topics: Arc::default(),
-            interest: Arc::default(),
-            listeners: Arc::new(Semaphore::new(MAX_LISTENERS)),
-        }
+        Self::with_buffer(TOPIC_BUFFER)
     }
 }
 
@@ -49,6 +49,21 @@ impl Live {
     /// An empty hub.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty hub keeping `buffer` batches per topic for listeners that fall behind.
+    pub fn with_buffer(buffer: usize) -> Self {
+        Live {
+            topics: Arc::default(),
+            interest: Arc::default(),
+            listeners: Arc::new(Semaphore::new(MAX_LISTENERS)),
+            buffer: buffer.max(1),
+        }
+    }
+
+    /// Batches kept per topic: a listener further behind is cut off as slow.
+    pub fn buffer(&self) -> usize {
+        self.buffer
     }
 
     /// Hands committed (or non-durable) events of one topic to local listeners. Never blocks.
@@ -83,7 +98,7 @@ impl Live {
             .entry(topic.to_owned())
             .or_insert_with(|| {
                 created = true;
-                broadcast::channel(TOPIC_BUFFER).0
+                broadcast::channel(self.buffer).0
             })
             .subscribe();
         if created {

@@ -13,7 +13,9 @@ use base64::Engine;
 use rand::RngCore;
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// How a subscription receives events.
@@ -161,16 +163,49 @@ fn name_taken(e: sqlx::Error) -> Error {
     }
 }
 
+/// How long a node trusts an answer of [`Subscriptions::exists`].
+const EXISTS_TTL: Duration = Duration::from_secs(1);
+/// Answers of [`Subscriptions::exists`] kept before the cache is cleared.
+const EXISTS_MAX: usize = 10_000;
+
 /// The subscriptions service.
 #[derive(Clone)]
 pub struct Subscriptions {
     pool: PgPool,
+    // A std mutex: held only for a map lookup or insert, never across an await.
+    exists: Arc<Mutex<HashMap<Uuid, (Instant, bool)>>>,
 }
 
 impl Subscriptions {
     /// The service over a pool.
     pub fn new(pool: PgPool) -> Self {
-        Subscriptions { pool }
+        Subscriptions {
+            pool,
+            exists: Arc::default(),
+        }
+    }
+
+    /// Whether the subscription still exists, as of at most a second ago. Every listener of a
+    /// subscription re-checks this twice a second; the cache makes that one query per
+    /// subscription per second per node, however many listeners it has.
+    pub async fn exists(&self, id: Uuid) -> Result<bool> {
+        let lock = || self.exists.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, yes)) = lock().get(&id)
+            && at.elapsed() < EXISTS_TTL
+        {
+            return Ok(*yes);
+        }
+        let yes: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM subscriptions WHERE id = $1)")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        let mut cache = lock();
+        if cache.len() >= EXISTS_MAX {
+            cache.clear();
+        }
+        cache.insert(id, (Instant::now(), yes));
+        Ok(yes)
     }
 
     /// Creates a subscription (admins only).

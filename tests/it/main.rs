@@ -12,6 +12,7 @@ mod auth_keys;
 mod auth_matrix;
 mod cli;
 mod health;
+mod live_access;
 mod live_bus;
 mod live_grpc;
 mod live_ws;

@@ -6,18 +6,20 @@
 //! Each connection is a reader (this task), a writer task draining a bounded queue of
 //! outgoing messages, and one pump task per joined channel moving its [`Feed`] into that
 //! queue. Nothing ever waits for a client: a pump that finds the queue full, or a feed that
-//! fell behind the hub, disconnects the client with a close reason. Keys are re-checked every
-//! half second so a revoked key's sockets close within two seconds on every node.
+//! fell behind the hub, disconnects the client with a close reason. Every channel's access is
+//! re-checked twice a second ([`Access`]): a revoked key closes the socket, an expired token,
+//! a withdrawn grant or a deleted subscription closes the channel (`phx_close` with the
+//! reason), within two seconds on every node.
 
 mod io;
 
 pub use io::{CLIENT_BUFFER, CLIENT_BYTES};
 
-use super::phoenix::{Frame, PayloadCache, PublishPayload, Vsn};
+use super::phoenix::{Frame, PayloadCache, PublishPayload, Vsn, encode_raw};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
-use crate::live::Feed;
+use crate::live::{ACCESS_CHECK, Access, Feed, Lost, Target};
 use crate::ratelimit::CallKind;
 use crate::topics::{TopicName, TopicRef};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -30,16 +32,12 @@ use io::{
     pump, slow_client, write,
 };
 use serde_json::{Value, json};
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::HashMap;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
 /// Largest message a client may send (a full `publish_events` of large events).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-/// How often the keys behind a socket's channels are checked for revocation. With the auth
-/// cache's one-second lifetime this closes a revoked key's sockets within two seconds.
-const KEY_CHECK: Duration = Duration::from_millis(500);
 
 /// State of the websocket route.
 #[derive(Clone)]
@@ -81,8 +79,9 @@ async fn upgrade(
 }
 
 struct Joined {
+    join_ref: Value,
     producer: Option<Principal>,
-    keys: Vec<Uuid>,
+    access: Vec<Access>,
     pump: Option<AbortHandle>,
 }
 
@@ -115,7 +114,7 @@ async fn run(s: Sockets, vsn: Vsn, socket: WebSocket) {
         kill: kill.clone(),
         channels: HashMap::new(),
     };
-    let mut check = tokio::time::interval(KEY_CHECK);
+    let mut check = tokio::time::interval(ACCESS_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -124,8 +123,8 @@ async fn run(s: Sockets, vsn: Vsn, socket: WebSocket) {
                 break;
             }
             _ = kill.token.cancelled() => break,
-            _ = check.tick() => if !conn.keys_active().await {
-                kill.fire(CLOSE_POLICY, "api key revoked");
+            _ = check.tick() => if let Err(revoked) = conn.check_access().await {
+                kill.fire(CLOSE_POLICY, revoked.to_string());
                 break;
             },
             m = stream.next() => match m {
@@ -212,33 +211,33 @@ impl Conn {
             ))
             .abort_handle()
         });
-        let keys = [&consumer, &producer]
-            .into_iter()
-            .flatten()
-            .map(|p| p.key_id)
-            .filter(|k| !k.is_nil())
-            .collect();
+        let access = [
+            consumer.map(|(p, exp)| Access::new(&p, exp, Target::Subscription(id))),
+            producer
+                .as_ref()
+                .map(|(p, exp)| Access::new(p, *exp, Target::Publish)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         self.channels.insert(
             frame.topic,
             Joined {
-                producer,
-                keys,
+                join_ref: frame.join_ref,
+                producer: producer.map(|(p, _)| p),
+                access,
                 pump,
             },
         );
     }
 
-    /// The consumer and producer of a join; `None` when no valid token was given or one of
-    /// the given tokens is invalid or not allowed.
-    async fn authorize(
-        &self,
-        id: Uuid,
-        payload: &Value,
-    ) -> Option<(Option<Principal>, Option<Principal>)> {
+    /// The consumer and producer of a join, each with its token's expiry; `None` when no
+    /// valid token was given or one of the given tokens is invalid or not allowed.
+    async fn authorize(&self, id: Uuid, payload: &Value) -> Option<(Grant, Grant)> {
         let app = &self.s.app;
         if !app.config.auth_enabled {
             let p = Principal::anonymous_admin();
-            return Some((Some(p.clone()), Some(p)));
+            return Some((Some((p.clone(), None)), Some((p, None))));
         }
         let token = |k: &str| {
             payload
@@ -251,7 +250,7 @@ impl Conn {
             Some(t) => {
                 let p = app.auth.authenticate_jwt(t).await.ok()?;
                 p.authorize_subscription(id).ok()?;
-                Some(p)
+                Some((p, app.auth.token_expiry(t)))
             }
         };
         let producer = match token("producer_token") {
@@ -259,7 +258,7 @@ impl Conn {
             Some(t) => {
                 let p = app.auth.authenticate_jwt(t).await.ok()?;
                 p.may_publish_somewhere().ok()?;
-                Some(p)
+                Some((p, app.auth.token_expiry(t)))
             }
         };
         (consumer.is_some() || producer.is_some()).then_some((consumer, producer))
@@ -338,18 +337,36 @@ impl Conn {
         }
     }
 
-    async fn keys_active(&self) -> bool {
-        let keys: HashSet<Uuid> = self
-            .channels
-            .values()
-            .flat_map(|j| j.keys.iter().copied())
-            .collect();
-        for k in keys {
-            // A database hiccup is not a revocation: only a definite answer closes the socket.
-            if let Ok(false) = self.s.app.auth.still_active(k).await {
-                return false;
+    /// Re-checks every channel's access: closes the channels that lost it, and answers
+    /// `Err` when a key was revoked (the whole socket then closes, as its client would only
+    /// reconnect with the same tokens).
+    async fn check_access(&mut self) -> std::result::Result<(), Lost> {
+        let app = &self.s.app;
+        let mut ended = Vec::new();
+        for (topic, joined) in &self.channels {
+            for access in &joined.access {
+                match access.lost(&app.auth, &app.subscriptions).await {
+                    None => {}
+                    Some(Lost::Revoked) => return Err(Lost::Revoked),
+                    Some(lost) => {
+                        ended.push((topic.clone(), lost));
+                        break;
+                    }
+                }
             }
         }
-        true
+        for (topic, lost) in ended {
+            if let Some(joined) = self.channels.remove(&topic) {
+                // Phoenix clients take a server's phx_close as the channel's end and do not
+                // rejoin with tokens that would be refused.
+                let payload = json!({ "reason": lost.to_string() }).to_string();
+                let j = &joined.join_ref;
+                self.send(encode_raw(self.vsn, j, j, &topic, "phx_close", &payload));
+            }
+        }
+        Ok(())
     }
 }
+
+/// A principal of a join and its token's expiry, when that token was given.
+type Grant = Option<(Principal, Option<i64>)>;
