@@ -1,6 +1,7 @@
 //! Postgres: the pool every domain service shares, and migrations. sqlx's migrator takes a
 //! Postgres advisory lock while it runs, so any number of nodes may start (and migrate) at once.
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
@@ -8,7 +9,15 @@ use std::time::Duration;
 /// The embedded migrations of `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// A pooled connection idle longer than this is pinged before use.
+const PING_IF_IDLE: Duration = Duration::from_secs(10);
+
 /// Opens the pool. Statements are bounded so a stuck query cannot hold a connection forever.
+///
+/// sqlx pings every connection it hands out by default: one more round trip before each
+/// statement, on the publish path too. Only connections that sat idle for a while (which a
+/// Postgres restart or a firewall may have cut) are pinged; a connection that breaks while in
+/// use fails its statement, and sqlx closes it.
 pub async fn connect(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
     let opts = PgConnectOptions::from_str(url)?
         .application_name("eventrelay")
@@ -17,6 +26,15 @@ pub async fn connect(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
         .max_connections(size)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(opts)
         .await
 }
