@@ -1,0 +1,259 @@
+//! The benchmark itself: scenarios a to f in order against one topic, each stage under a
+//! deadline, then the ratios and the targets from the issue.
+
+use crate::args::Plan;
+use crate::baselines::{baseline, make_baseline_table, prefill};
+use crate::report::{Report, ResultRow, thousands};
+use crate::scenarios::{point_pulls, publish, pull_walk};
+use crate::settle::Admin;
+use crate::setup::Target;
+use crate::{
+    BATCH, FULL_PREFILL, POINT_PULLS, PREFILL_LIMIT, PULL_BATCH, SETTLE_LIMIT, TARGET_BATCH_EPS,
+    TARGET_BATCH_VS_BASELINE, TARGET_SINGLE_EPS, TARGET_SINGLE_VS_BASELINE,
+};
+use anyhow::{Result, anyhow};
+use chrono::Utc;
+use sqlx::Connection;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::{Duration, Instant};
+
+/// Runs one stage of the benchmark with a deadline, so a stuck server or database ends the run
+/// with the name of the stage instead of hanging.
+async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    stage: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, stage)
+        .await
+        .map_err(|_| anyhow!("{what} did not finish within {} s", limit.as_secs()))?
+}
+
+pub(crate) fn say(msg: &str) {
+    eprintln!("[{}] {msg}", Utc::now().format("%H:%M:%S"));
+}
+
+fn eps(r: &ResultRow) -> f64 {
+    r.events_per_sec.unwrap_or(f64::NAN)
+}
+
+pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report> {
+    let mut admin = Admin {
+        conn: t.db().await?,
+        settle: plan.settle,
+    };
+    if admin.conn.is_none() {
+        say("no database for this target: baselines c, d, the prefill and settling are skipped");
+    }
+    let secs = plan.seconds;
+    let c = plan.concurrency;
+    // A measured stage: warm-up, window, and the 60 s request timeout of the last requests.
+    let stage = Duration::from_secs_f64(plan.warmup + plan.seconds + 90.0);
+
+    say(&format!(
+        "a: durable publish, 1 event/request, {c} clients, {secs} s"
+    ));
+    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+    let start = t.last_offset(topic).await?;
+    let mut a = ResultRow::measured(
+        "a",
+        "publish durable, 1 event/request",
+        &bounded("a", stage, publish(plan, t, topic, 1)).await?,
+    );
+    a.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+        Ok(admin.after(bg).await)
+    })
+    .await?;
+    let end = t.last_offset(topic).await?;
+    a.events_per_commit = admin.events_per_commit(topic, start, end).await;
+
+    say(&format!(
+        "b: durable publish, {BATCH} events/request, {c} clients, {secs} s"
+    ));
+    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+    let start = t.last_offset(topic).await?;
+    let mut b = ResultRow::measured(
+        "b",
+        "publish durable, 100 events/request",
+        &bounded("b/f", stage, publish(plan, t, topic, BATCH)).await?,
+    );
+    b.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+        Ok(admin.after(bg).await)
+    })
+    .await?;
+    let end = t.last_offset(topic).await?;
+    b.events_per_commit = admin.events_per_commit(topic, start, end).await;
+
+    let (mut base_c, mut base_d) = (None, None);
+    if let (Some(conn), Some(url)) = (admin.conn.as_mut(), t.db_url.as_deref()) {
+        make_baseline_table(conn, topic).await?;
+        let offsets = Arc::new(AtomicI64::new(0));
+        say(&format!(
+            "c: baseline, one INSERT transaction per event, {c} connections, {secs} s"
+        ));
+        let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+        let mut row = ResultRow::measured(
+            "c",
+            "baseline: INSERT 1 row/transaction",
+            &bounded("c", stage, baseline(plan, url, &offsets, 1)).await?,
+        );
+        row.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+            Ok(admin.after(bg).await)
+        })
+        .await?;
+        base_c = Some(row);
+
+        say(&format!(
+            "d: baseline, {BATCH}-row INSERT per statement, {c} connections, {secs} s"
+        ));
+        let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+        let mut row = ResultRow::measured(
+            "d",
+            "baseline: INSERT 100 rows/statement",
+            &bounded("d", stage, baseline(plan, url, &offsets, BATCH)).await?,
+        );
+        row.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+            Ok(admin.after(bg).await)
+        })
+        .await?;
+        base_d = Some(row);
+    }
+
+    if let Some(conn) = admin.conn.as_mut()
+        && plan.prefill > 0
+    {
+        say(&format!(
+            "e: prefilling {} rows with INSERT ... SELECT generate_series",
+            plan.prefill
+        ));
+        let started = Instant::now();
+        let last = bounded(
+            "prefill",
+            PREFILL_LIMIT,
+            prefill(conn, topic, plan.prefill, plan.settle),
+        )
+        .await?;
+        say(&format!(
+            "   prefilled in {:.1} s; last offset now {last}",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    let last = t.last_offset(topic).await?;
+    say(&format!(
+        "e: pull walk, batch {PULL_BATCH}, {c} clients, {secs} s over {last} events"
+    ));
+    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+    let mut walk = ResultRow::measured(
+        "e",
+        "pull, batch 1000, walking forward",
+        &bounded("e", stage, pull_walk(plan, t, topic, last)).await?,
+    );
+    walk.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+        Ok(admin.after(bg).await)
+    })
+    .await?;
+
+    let want = if plan.prefill > 0 {
+        plan.prefill
+    } else {
+        FULL_PREFILL
+    };
+    let deep = want.min(last - i64::from(PULL_BATCH)).max(0);
+    let second = i64::from(PULL_BATCH).min(deep);
+    say(&format!(
+        "e: {POINT_PULLS} single pulls each at offsets 0, {second} and {deep}, taking turns"
+    ));
+    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+    let lat = bounded(
+        "single pulls",
+        PREFILL_LIMIT,
+        point_pulls(t, topic, &[0, second, deep]),
+    )
+    .await?;
+    let p0 = ResultRow::point("e0", "single pull at offset 0".into(), &lat[0]);
+    let mut p1 = ResultRow::point(
+        "e1",
+        format!("single pull at offset {}", thousands(second as f64)),
+        &lat[1],
+    );
+    let mut p2 = ResultRow::point(
+        "e2",
+        format!("single pull at offset {}", thousands(deep as f64)),
+        &lat[2],
+    );
+    p2.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+        Ok(admin.after(bg).await)
+    })
+    .await?;
+
+    let topic_events_before_f = t.last_offset(topic).await?;
+    say(&format!(
+        "f: durable publish, {BATCH} events/request, topic holds {topic_events_before_f} events"
+    ));
+    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+    let mut f = ResultRow::measured(
+        "f",
+        &format!(
+            "publish durable, 100 ev/req, topic at {}",
+            thousands(topic_events_before_f as f64)
+        ),
+        &bounded("b/f", stage, publish(plan, t, topic, BATCH)).await?,
+    );
+    f.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+        Ok(admin.after(bg).await)
+    })
+    .await?;
+    let end = t.last_offset(topic).await?;
+    f.events_per_commit = admin
+        .events_per_commit(topic, topic_events_before_f, end)
+        .await;
+    if let Some(conn) = admin.conn {
+        let _ = conn.close().await;
+    }
+
+    // Ratios and targets.
+    a.target = Some(format!(
+        ">= {} ev/s and >= {:.0}% of c",
+        thousands(TARGET_SINGLE_EPS),
+        TARGET_SINGLE_VS_BASELINE * 100.0
+    ));
+    let a_abs = eps(&a) >= TARGET_SINGLE_EPS && a.errors == 0;
+    a.target_met = Some(a_abs);
+    if let Some(cr) = &base_c {
+        a.ratio = Some(eps(&a) / eps(cr));
+        a.ratio_to = Some("c");
+        a.target_met = Some(a_abs && a.ratio.unwrap_or(0.0) >= TARGET_SINGLE_VS_BASELINE);
+    }
+    b.target = Some(format!(
+        ">= {} ev/s and >= {:.0}% of d",
+        thousands(TARGET_BATCH_EPS),
+        TARGET_BATCH_VS_BASELINE * 100.0
+    ));
+    let b_abs = eps(&b) >= TARGET_BATCH_EPS && b.errors == 0;
+    b.target_met = Some(b_abs);
+    if let Some(dr) = &base_d {
+        b.ratio = Some(eps(&b) / eps(dr));
+        b.ratio_to = Some("d");
+        b.target_met = Some(b_abs && b.ratio.unwrap_or(0.0) >= TARGET_BATCH_VS_BASELINE);
+    }
+    f.ratio = Some(eps(&f) / eps(&b));
+    f.ratio_to = Some("b");
+    f.target = Some("info: ~1.0 x b expected".into());
+    for p in [&mut p1, &mut p2] {
+        p.ratio = Some(p.p50_ms / p0.p50_ms);
+        p.ratio_to = Some("e0");
+        p.target = Some("info: p50 latency ratio, ~1.0".into());
+    }
+
+    let mut rows = vec![a, b];
+    rows.extend(base_c);
+    rows.extend(base_d);
+    rows.extend([walk, p0, p1, p2, f]);
+    Ok(Report {
+        settings: plan.clone(),
+        topic: topic.to_owned(),
+        topic_events_before_f: Some(topic_events_before_f),
+        rows,
+    })
+}
