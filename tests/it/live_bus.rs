@@ -93,9 +93,22 @@ async fn bus_carries_non_durable_events_between_nodes() {
             .publish_events(authed(&c.admin, r))
             .await
             .unwrap();
+        // Far over NOTIFY's 8000-byte payload (without Redis it travels through a spill row)
+        // and over the 256 KiB a Redis message carries inline for durable batches.
+        let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(300_000));
+        let r = proto::PublishEventsRequest {
+            topic: "bus_live".into(),
+            events: vec![crate::helpers::event("big", &big)],
+            durable: false,
+        };
+        c.client(0)
+            .await
+            .publish_events(authed(&c.admin, r))
+            .await
+            .unwrap();
         publish(&c, 0, "bus_live", numbered(3..4)).await;
         let mut names = vec![];
-        for _ in 0..4 {
+        for _ in 0..5 {
             let e = ws.event().await.unwrap();
             names.push((
                 e["name"].as_str().unwrap().to_owned(),
@@ -106,6 +119,7 @@ async fn bus_carries_non_durable_events_between_nodes() {
             ("e0".into(), 0),
             ("e1".into(), 0),
             ("e2".into(), 0),
+            ("big".into(), 0),
             ("e3".into(), 1),
         ];
         assert_eq!(names, want);

@@ -63,6 +63,13 @@ struct Announcement {
     /// Unix milliseconds when it was sent, for the bus-lag metric (0 from older nodes).
     #[serde(rename = "s", default)]
     sent_ms: i64,
+    /// The `live_spill` row holding the real announcement, when it was too large for NOTIFY.
+    #[serde(rename = "x", default, skip_serializing_if = "is_zero")]
+    spill: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Unix milliseconds now.
@@ -81,6 +88,7 @@ impl Announcement {
             last,
             events: if inline { batch.to_vec() } else { vec![] },
             sent_ms: now_ms(),
+            spill: 0,
         }
     }
 }
@@ -267,7 +275,7 @@ async fn receive(
                             if a.sent_ms > 0 {
                                 metrics.bus_lag(now_ms() - a.sent_ms);
                             }
-                            deliver(&mut seq, a).await;
+                            deliver(&mut seq, &pool, a).await;
                         }
                         taken += 1;
                         if taken < DRAIN_MAX {
@@ -295,10 +303,17 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// Hands one announcement from another node to the local hub.
-async fn deliver(seq: &mut Sequencer, a: Announcement) {
+async fn deliver(seq: &mut Sequencer, pool: &PgPool, a: Announcement) {
     if !seq.live().has_listeners(&a.topic) {
         return;
     }
+    let a = match a.spill {
+        0 => a,
+        id => match notify::unspill(pool, id).await {
+            Some(a) => a,
+            None => return,
+        },
+    };
     if a.last == 0 {
         seq.non_durable(&a.topic, a.events.into());
     } else if a.events.is_empty() {

@@ -3,8 +3,9 @@
 //!
 //! NOTIFY takes a cluster-wide lock at commit and payloads are capped at 8000 bytes, so the
 //! announcer coalesces: one statement per flush, one payload per topic holding the offset
-//! range it covers (receivers read the rows), with non-durable events inline only when they
-//! fit. The listener has its own connection (never inside a transaction, never pooled).
+//! range it covers (receivers read the rows), with non-durable events inline when they fit and
+//! otherwise written to the unlogged `live_spill` table, whose row id the NOTIFY carries. The
+//! listener has its own connection (never inside a transaction, never pooled).
 
 use super::Announcement;
 use crate::live::Batch;
@@ -29,10 +30,17 @@ pub(super) async fn send(pool: &PgPool, node: Uuid, batches: &[(String, Batch)])
     for (topic, batch) in batches {
         let a = Announcement::of(node, topic, batch, false);
         if a.last == 0 {
-            // Non-durable: inline if it fits, else dropped (live only, best effort).
+            // Non-durable: inline if it fits, else through a spill row.
             match serde_json::to_string(&Announcement::of(node, topic, batch, true)) {
                 Ok(p) if p.len() <= PAYLOAD_MAX => payloads.push(p),
-                _ => tracing::debug!(topic, "non-durable events too large for NOTIFY: dropped"),
+                Ok(p) => match spill(pool, &p).await {
+                    Ok(id) => {
+                        let pointer = Announcement { spill: id, ..a };
+                        payloads.extend(serde_json::to_string(&pointer).ok());
+                    }
+                    Err(e) => tracing::warn!(topic, error = %e, "non-durable events not spilled"),
+                },
+                Err(e) => tracing::warn!(topic, error = %e, "non-durable events not encoded"),
             }
             continue;
         }
@@ -47,6 +55,7 @@ pub(super) async fn send(pool: &PgPool, node: Uuid, batches: &[(String, Batch)])
             last,
             events: vec![],
             sent_ms: super::now_ms(),
+            spill: 0,
         };
         if let Ok(p) = serde_json::to_string(&a) {
             payloads.push(p);
@@ -63,6 +72,33 @@ pub(super) async fn send(pool: &PgPool, node: Uuid, batches: &[(String, Batch)])
     if let Err(e) = sent {
         tracing::warn!(error = %e, "NOTIFY of live events failed; other nodes' sweeps recover");
     }
+}
+
+/// How long spilled announcements are kept: far longer than any listener takes to read one.
+const SPILL_KEEP: &str = "1 minute";
+
+/// Writes an announcement too large for NOTIFY; returns its row id. Also deletes spills older
+/// than [`SPILL_KEEP`], so the table stays small without a janitor of its own.
+async fn spill(pool: &PgPool, payload: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query("DELETE FROM live_spill WHERE created_at < now() - $1::interval")
+        .bind(SPILL_KEEP)
+        .execute(pool)
+        .await?;
+    sqlx::query_scalar("INSERT INTO live_spill (payload) VALUES ($1) RETURNING id")
+        .bind(payload)
+        .fetch_one(pool)
+        .await
+}
+
+/// The announcement of a spill row; `None` when it is gone or unreadable (best effort).
+pub(super) async fn unspill(pool: &PgPool, id: i64) -> Option<Announcement> {
+    let payload: Option<String> =
+        sqlx::query_scalar("SELECT payload FROM live_spill WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .ok()?;
+    serde_json::from_str(&payload?).ok()
 }
 
 /// Keeps a LISTEN connection open (reconnecting as needed) and forwards announcements.

@@ -60,7 +60,10 @@ pub(super) async fn publish(
             continue;
         }
         let mut payload = serde_json::to_string(&Announcement::of(node, &topic, &batch, true));
-        if payload.as_ref().is_ok_and(|p| p.len() > INLINE_MAX) {
+        // A large durable batch goes as its offset range (receivers read the rows); a
+        // non-durable one has no rows to read, so it always goes inline.
+        let durable = batch.first().is_some_and(|e| e.offset > 0);
+        if durable && payload.as_ref().is_ok_and(|p| p.len() > INLINE_MAX) {
             payload = serde_json::to_string(&Announcement::of(node, &topic, &batch, false));
         }
         let Ok(payload) = payload else {
