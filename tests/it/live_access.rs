@@ -3,64 +3,15 @@
 //! (revocation has its own tests in live_ws and live_grpc). And a gRPC stream that stops
 //! reading is cut off while a reading one keeps going.
 
-use crate::helpers::{authed, event, publish};
+use crate::helpers::{event, publish};
 use crate::live_support::*;
 use eventrelay::auth::KeyType;
-use eventrelay::proto::{self, StreamEventsRequest};
 use serde_json::{Value, json};
 use tonic::Code;
 use uuid::Uuid;
 
 /// Hub buffer of the slow-stream test's nodes.
 const BUFFER: usize = 32;
-
-fn by_sub(sub: Uuid) -> StreamEventsRequest {
-    StreamEventsRequest {
-        subscription_id: sub.to_string(),
-        ..Default::default()
-    }
-}
-
-/// Withdraws the subscription from the key (through node 0).
-async fn withdraw(c: &crate::helpers::TestCluster, key: Uuid, sub: Uuid) {
-    c.client(0)
-        .await
-        .delete_subscriptions_from_api_key(authed(
-            &c.admin,
-            proto::DeleteSubscriptionsFromApiKeyRequest {
-                id: key.to_string(),
-                subscription_ids: vec![sub.to_string()],
-            },
-        ))
-        .await
-        .expect("delete subscriptions from key");
-}
-
-/// Deletes the subscription (through node 0).
-async fn delete_subscription(c: &crate::helpers::TestCluster, sub: Uuid) {
-    c.client(0)
-        .await
-        .delete_subscription(authed(
-            &c.admin,
-            proto::DeleteSubscriptionRequest {
-                id: sub.to_string(),
-            },
-        ))
-        .await
-        .expect("delete subscription");
-}
-
-/// A JWT for the key behind `bearer` that expires in `secs` seconds.
-async fn short_jwt(c: &crate::helpers::TestCluster, bearer: &str, secs: i64) -> String {
-    let expiration = chrono::Utc::now().timestamp() + secs;
-    c.client(0)
-        .await
-        .create_jwt(authed(bearer, proto::CreateJwtRequest { expiration }))
-        .await
-        .expect("create jwt")
-        .into_inner()
-        .jwt
-}
 
 /// Reads until the server closes `topic` with phx_close; returns the close payload.
 async fn channel_closed(ws: &mut Ws, topic: &str) -> Value {
@@ -131,11 +82,13 @@ async fn ws_channel_closes_when_its_token_expires() {
 async fn grpc_stream_ends_when_its_grant_is_withdrawn_or_its_subscription_deleted() {
     let c = redis_cluster(2).await;
     let s = setup(&c, "gsa_grant", "").await;
-    let mut st = stream(&c, 1, &s.consumer_bearer, by_sub(s.sub))
+    let mut st = stream(&c, 1, &s.consumer_bearer, by_sub(s.sub, None))
         .await
         .unwrap();
     let (admin_bearer, _) = c.key(KeyType::Admin, &[], &[]).await;
-    let mut admin_st = stream(&c, 1, &admin_bearer, by_sub(s.sub)).await.unwrap();
+    let mut admin_st = stream(&c, 1, &admin_bearer, by_sub(s.sub, None))
+        .await
+        .unwrap();
     publish(&c, 0, "gsa_grant", numbered(0..1)).await;
     assert_eq!(stream_offsets(&mut st, 1).await, vec![1]);
     assert_eq!(stream_offsets(&mut admin_st, 1).await, vec![1]);
@@ -161,7 +114,7 @@ async fn grpc_stream_opened_with_a_jwt_ends_when_it_expires() {
     let c = redis_cluster(2).await;
     let s = setup(&c, "gsa_expiry", "").await;
     let token = short_jwt(&c, &s.consumer_bearer, 2).await;
-    let mut st = stream(&c, 1, &token, by_sub(s.sub)).await.unwrap();
+    let mut st = stream(&c, 1, &token, by_sub(s.sub, None)).await.unwrap();
     publish(&c, 0, "gsa_expiry", numbered(0..1)).await;
     assert_eq!(stream_offsets(&mut st, 1).await, vec![1]);
     let end = tokio::time::timeout(WAIT, st.message()).await.unwrap();
@@ -182,10 +135,10 @@ async fn grpc_slow_stream_is_cut_off_while_a_fast_one_keeps_receiving() {
     })
     .await;
     let s = setup(&c, "gsa_slow", "").await;
-    let mut slow = stream(&c, 1, &s.consumer_bearer, by_sub(s.sub))
+    let mut slow = stream(&c, 1, &s.consumer_bearer, by_sub(s.sub, None))
         .await
         .unwrap();
-    let mut fast = stream(&c, 1, &s.consumer_bearer, by_sub(s.sub))
+    let mut fast = stream(&c, 1, &s.consumer_bearer, by_sub(s.sub, None))
         .await
         .unwrap();
     // A publish is at most one batch in the node's live hub, which keeps the last BUFFER

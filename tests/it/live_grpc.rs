@@ -8,14 +8,6 @@ use eventrelay::proto::{self, PullEventsFilter, StreamEventsRequest};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-fn by_sub(sub: uuid::Uuid, after: Option<i64>) -> StreamEventsRequest {
-    StreamEventsRequest {
-        subscription_id: sub.to_string(),
-        after_offset: after,
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn grpc_stream_replays_then_goes_live_across_nodes() {
     let c = redis_cluster(2).await;

@@ -85,6 +85,56 @@ pub async fn revoke(c: &TestCluster, key: Uuid) {
         .expect("revoke");
 }
 
+/// Withdraws a subscription from a key (DeleteSubscriptionsFromApiKey on node 0).
+pub async fn withdraw(c: &TestCluster, key: Uuid, sub: Uuid) {
+    c.client(0)
+        .await
+        .delete_subscriptions_from_api_key(authed(
+            &c.admin,
+            proto::DeleteSubscriptionsFromApiKeyRequest {
+                id: key.to_string(),
+                subscription_ids: vec![sub.to_string()],
+            },
+        ))
+        .await
+        .expect("delete subscriptions from key");
+}
+
+/// Deletes a subscription (on node 0).
+pub async fn delete_subscription(c: &TestCluster, sub: Uuid) {
+    c.client(0)
+        .await
+        .delete_subscription(authed(
+            &c.admin,
+            proto::DeleteSubscriptionRequest {
+                id: sub.to_string(),
+            },
+        ))
+        .await
+        .expect("delete subscription");
+}
+
+/// A JWT for the key behind `bearer` that expires in `secs` seconds.
+pub async fn short_jwt(c: &TestCluster, bearer: &str, secs: i64) -> String {
+    let expiration = chrono::Utc::now().timestamp() + secs;
+    c.client(0)
+        .await
+        .create_jwt(authed(bearer, proto::CreateJwtRequest { expiration }))
+        .await
+        .expect("create jwt")
+        .into_inner()
+        .jwt
+}
+
+/// StreamEvents of a subscription, optionally resuming after an offset.
+pub fn by_sub(sub: Uuid, after: Option<i64>) -> proto::StreamEventsRequest {
+    proto::StreamEventsRequest {
+        subscription_id: sub.to_string(),
+        after_offset: after,
+        ..Default::default()
+    }
+}
+
 /// Events named `e<i>` with `{"i": i}` as data.
 pub fn numbered(range: std::ops::Range<usize>) -> Vec<proto::NewEvent> {
     range

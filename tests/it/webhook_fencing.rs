@@ -151,9 +151,11 @@ async fn delivery_resumes_by_itself_when_postgres_drops_every_connection() {
     );
     // The node noticed its lock session was gone (it checks every half second), stopped, and
     // took the subscription again under a new epoch.
+    // The test's own pool lost its sessions too; a fresh one reads the cursor.
+    let fresh = eventrelay::db::connect(&c.db.url, 1).await.unwrap();
     let mut epoch_after = epoch_before;
     for _ in 0..100 {
-        epoch_after = cursor(&c.pool, id).await.1;
+        epoch_after = cursor(&fresh, id).await.1;
         if epoch_after > epoch_before {
             break;
         }
