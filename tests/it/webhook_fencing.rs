@@ -165,7 +165,7 @@ async fn delivery_resumes_by_itself_when_postgres_drops_every_connection() {
         epoch_after > epoch_before,
         "the lock was lost and taken again"
     );
-    assert_eq!(cursor(&c.pool, id).await.0, 10);
+    assert_eq!(cursor(&fresh, id).await.0, 10);
 }
 
 #[tokio::test]
