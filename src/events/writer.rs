@@ -250,7 +250,9 @@ async fn store(pool: &PgPool, topic: &TopicName, batch: &[Job]) -> Result<i64> {
     // topic row, so the array decoding and JSON parsing happen before the lock is taken, not
     // while other publishers of the topic wait for it. The statement takes the events table's
     // lock before the topic row's; DeleteTopic takes them in the same order, so the two never
-    // deadlock.
+    // deadlock. `stored` is not read by the final SELECT, but Postgres runs every data-modifying
+    // CTE to completion; the first offset comes from the reservation (NULL when the topic row
+    // is gone), which spares a RETURNING row per event.
     let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
         r#"WITH rows AS MATERIALIZED (
                SELECT u.ord, u.i, u.n, u.ti, u.d::jsonb AS d, u.s, u.g, u.rk, u.t, u.usr, u.a,
@@ -269,9 +271,8 @@ async fn store(pool: &PgPool, topic: &TopicName, batch: &[Job]) -> Result<i64> {
                SELECT r.before + w.ord, w.i, w.n, w.ti, w.d, w.s, w.g, w.rk, w.t, w.usr, w.a,
                       w.oc, w.c
                FROM reserved r, rows w
-               RETURNING "offset"
            )
-           SELECT min("offset") FROM stored"#,
+           SELECT (SELECT before FROM reserved) + 1"#,
         topic.events_table()
     )))
     .bind(cols.id)
