@@ -114,13 +114,42 @@ pub fn encode_raw(
     event: &str,
     payload: &str,
 ) -> String {
-    let topic = Value::from(topic);
-    let event = Value::from(event);
-    match vsn {
-        Vsn::V2 => format!("[{join_ref},{reference},{topic},{event},{payload}]"),
-        Vsn::V1 => format!(
-            r#"{{"join_ref":{join_ref},"ref":{reference},"topic":{topic},"event":{event},"payload":{payload}}}"#
-        ),
+    Envelope::new(vsn, join_ref, reference, topic, event).wrap(payload)
+}
+
+/// Everything of a message but its payload, encoded once: a channel's pushes differ only in
+/// their payloads, and a busy topic pushes each event to every client.
+pub struct Envelope {
+    prefix: String,
+    suffix: &'static str,
+}
+
+impl Envelope {
+    /// The envelope of messages with these fields.
+    pub fn new(vsn: Vsn, join_ref: &Value, reference: &Value, topic: &str, event: &str) -> Self {
+        let topic = Value::from(topic);
+        let event = Value::from(event);
+        match vsn {
+            Vsn::V2 => Envelope {
+                prefix: format!("[{join_ref},{reference},{topic},{event},"),
+                suffix: "]",
+            },
+            Vsn::V1 => Envelope {
+                prefix: format!(
+                    r#"{{"join_ref":{join_ref},"ref":{reference},"topic":{topic},"event":{event},"payload":"#
+                ),
+                suffix: "}",
+            },
+        }
+    }
+
+    /// The message carrying `payload` (JSON text).
+    pub fn wrap(&self, payload: &str) -> String {
+        let mut text = String::with_capacity(self.prefix.len() + payload.len() + 1);
+        text.push_str(&self.prefix);
+        text.push_str(payload);
+        text.push_str(self.suffix);
+        text
     }
 }
 

@@ -2,7 +2,7 @@
 //! outgoing queue (many messages per flush), the per-channel pumps that fill it from a
 //! [`Feed`] without ever waiting, and the kill switch that ends a connection with a reason.
 
-use super::super::phoenix::{PayloadCache, Vsn, encode_raw};
+use super::super::phoenix::{Envelope, PayloadCache, Vsn, encode_raw};
 use crate::error::Error;
 use crate::live::Feed;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -157,19 +157,12 @@ pub(super) async fn pump(
     topic: String,
     cache: PayloadCache,
 ) {
+    let push = Envelope::new(vsn, &join_ref, &Value::Null, &topic, "event:published");
     loop {
         match feed.next().await {
             Ok(batch) => {
                 for e in batch.iter() {
-                    let payload = cache.get(e);
-                    let text = encode_raw(
-                        vsn,
-                        &join_ref,
-                        &Value::Null,
-                        &topic,
-                        "event:published",
-                        &payload,
-                    );
+                    let text = push.wrap(&cache.get(e));
                     if !out.push(text) {
                         kill.fire(CLOSE_POLICY, slow_client());
                         return;
