@@ -106,16 +106,22 @@ impl Auth {
 
     /// Authenticates a JWT (websocket tokens, or a JWT used as gRPC bearer).
     pub async fn authenticate_jwt(&self, token: &str) -> Result<Principal> {
+        Ok(self.authenticate_jwt_until(token).await?.0)
+    }
+
+    /// Like [`Auth::authenticate_jwt`], also answering when the token expires (its `exp`, unix
+    /// seconds; `None` when authentication is disabled), for listeners that outlive the call.
+    pub async fn authenticate_jwt_until(&self, token: &str) -> Result<(Principal, Option<i64>)> {
         if !self.enabled {
-            return Ok(Principal::anonymous_admin());
+            return Ok((Principal::anonymous_admin(), None));
         }
-        let (id, _) = self.jwt.verify(token)?;
+        let (id, exp) = self.jwt.verify(token)?;
         let cache_key = format!("i:{id}");
         let entry = self
             .lookup(&cache_key, || self.keys.record_by_id(id))
             .await?;
         match &entry.record {
-            Some(r) if !r.revoked => self.principal_of(&cache_key, entry).await,
+            Some(r) if !r.revoked => Ok((self.principal_of(&cache_key, entry).await?, Some(exp))),
             _ => Err(invalid()),
         }
     }
@@ -125,11 +131,6 @@ impl Auth {
     /// that is not a valid JWT (authentication has refused those already).
     pub fn bearer_expiry(&self, authorization: Option<&str>) -> Option<i64> {
         let token = authorization?.trim().split_once(' ')?.1.trim();
-        self.token_expiry(token)
-    }
-
-    /// The `exp` of a valid JWT (unix seconds).
-    pub fn token_expiry(&self, token: &str) -> Option<i64> {
         if !self.enabled || !looks_like_jwt(token) {
             return None;
         }

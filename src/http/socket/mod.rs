@@ -248,17 +248,17 @@ impl Conn {
         let consumer = match token("consumer_token") {
             None => None,
             Some(t) => {
-                let p = app.auth.authenticate_jwt(t).await.ok()?;
+                let (p, exp) = app.auth.authenticate_jwt_until(t).await.ok()?;
                 p.authorize_subscription(id).ok()?;
-                Some((p, app.auth.token_expiry(t)))
+                Some((p, exp))
             }
         };
         let producer = match token("producer_token") {
             None => None,
             Some(t) => {
-                let p = app.auth.authenticate_jwt(t).await.ok()?;
+                let (p, exp) = app.auth.authenticate_jwt_until(t).await.ok()?;
                 p.may_publish_somewhere().ok()?;
-                Some((p, app.auth.token_expiry(t)))
+                Some((p, exp))
             }
         };
         (consumer.is_some() || producer.is_some()).then_some((consumer, producer))
