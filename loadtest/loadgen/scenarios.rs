@@ -221,6 +221,7 @@ pub(crate) async fn pull_walk(plan: &Plan, t: &Target, topic: &str, last: i64) -
                     batch_size: PULL_BATCH,
                     offset,
                     filters: vec![],
+                    offset64: None,
                 };
                 let r = match client.pull_events(authed(&auth, req)).await {
                     Ok(resp) => {
@@ -257,6 +258,7 @@ pub(crate) async fn point_pulls(
                 batch_size: PULL_BATCH,
                 offset,
                 filters: vec![],
+                offset64: None,
             };
             let started = Instant::now();
             let b = client

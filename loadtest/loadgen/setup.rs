@@ -219,6 +219,7 @@ impl Target {
                 batch_size: 1,
                 offset: 0,
                 filters: vec![],
+                offset64: None,
             }))
             .await
             .context("PullEvents")?

@@ -72,8 +72,9 @@ pub fn event(e: Event) -> proto::Event {
         anonymous_id: e.anonymous_id,
         occurred_at: format_time(&e.occurred_at),
         context: e.context.into_iter().collect(),
-        // The wire field is int32 (kept for old clients); offsets beyond it saturate.
+        // The int32 field is kept for old clients and saturates; offset64 is exact.
         offset: wire(e.offset),
+        offset64: e.offset,
         errors: vec![],
     }
 }

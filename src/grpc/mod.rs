@@ -77,7 +77,7 @@ impl EventRelay for Service {
             let q = PullQuery::new(
                 TopicRef::parse(&r.topic)?,
                 r.batch_size,
-                i64::from(r.offset),
+                r.offset64.unwrap_or(i64::from(r.offset)),
                 convert::filters(r.filters)?,
             )?;
             let b = self.app.events.pull(&p, &q).await?;
@@ -87,6 +87,9 @@ impl EventRelay for Service {
                 next_offset: wire(b.next_offset),
                 previous_offset: wire(b.previous_offset),
                 total_batches: wire(b.total_batches),
+                total_count64: b.total_count,
+                next_offset64: b.next_offset,
+                previous_offset64: b.previous_offset,
             })
         })
         .await

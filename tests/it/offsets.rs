@@ -65,6 +65,7 @@ async fn concurrent_publishers_never_let_a_reader_skip() {
                             batch_size: 37,
                             offset: last,
                             filters: vec![],
+                            ..Default::default()
                         },
                     ))
                     .await

@@ -29,6 +29,7 @@ async fn pull(
                 batch_size,
                 offset,
                 filters,
+                ..Default::default()
             },
         ))
         .await
@@ -228,4 +229,50 @@ async fn bad_pulls_are_refused() {
         Code::NotFound,
         Some("Topic not found"),
     );
+}
+
+#[tokio::test]
+async fn offsets_past_2_pow_31_are_exact_in_the_64_bit_fields() {
+    let c = TestCluster::start(1).await;
+    create_topic(&c, "big").await;
+    // A topic that has already stored three billion events (only its counter is moved).
+    let base: i64 = 3_000_000_000;
+    sqlx::query("UPDATE topics SET last_offset = $1 WHERE name = 'big'")
+        .bind(base)
+        .execute(&c.pool)
+        .await
+        .unwrap();
+    let stored = publish(
+        &c,
+        0,
+        "big",
+        (0..3).map(|i| event(&format!("e{i}"), "{}")).collect(),
+    )
+    .await;
+    let exact: Vec<i64> = stored.iter().map(|e| e.offset64).collect();
+    assert_eq!(exact, vec![base + 1, base + 2, base + 3]);
+    // The old 32-bit field stays at its largest value instead of wrapping.
+    assert!(stored.iter().all(|e| e.offset == i32::MAX));
+
+    let r = c
+        .client(0)
+        .await
+        .pull_events(authed(
+            &c.admin,
+            PullEventsRequest {
+                topic: "big".into(),
+                batch_size: 1,
+                offset64: Some(base + 1),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<i64> = r.events.iter().map(|e| e.offset64).collect();
+    assert_eq!(got, vec![base + 2]);
+    assert_eq!(r.next_offset64, base + 2);
+    assert_eq!(r.next_offset, i32::MAX);
+    assert_eq!(r.total_count64, base + 3);
+    assert_eq!(r.total_count, i32::MAX);
 }

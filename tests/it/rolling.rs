@@ -152,6 +152,7 @@ async fn graceful_restart_loses_nothing_acknowledged() {
                     batch_size: 1000,
                     offset: after,
                     filters: vec![],
+                    ..Default::default()
                 },
             ))
             .await
