@@ -175,6 +175,21 @@ fn take_batch(pending: &mut Vec<Job>, pending_events: &mut usize) -> Vec<Job> {
 /// Stores one batch and answers its requests.
 async fn commit(pool: &PgPool, topic: &TopicName, batch: Vec<Job>, metrics: &Metrics) {
     match store(pool, topic, &batch).await {
+        Err(e) if batch.len() > 1 && !matches!(e, Error::NotFound(_)) => {
+            // One bad request must not fail its neighbours: store each on its own.
+            tracing::warn!(topic = %topic, error = %e, "batched write failed, retrying singly");
+            for job in batch {
+                let result = store(pool, topic, std::slice::from_ref(&job)).await;
+                settle(topic, vec![job], result, metrics);
+            }
+        }
+        result => settle(topic, batch, result, metrics),
+    }
+}
+
+/// Answers the requests of a batch with the outcome of its transaction.
+fn settle(topic: &TopicName, batch: Vec<Job>, result: Result<i64>, metrics: &Metrics) {
+    match result {
         Ok(first_offset) => {
             metrics.committed(topic.as_str(), batch.iter().map(|j| j.events.len()).sum());
             answer(topic, batch, first_offset)
@@ -184,22 +199,10 @@ async fn commit(pool: &PgPool, topic: &TopicName, batch: Vec<Job>, metrics: &Met
                 let _ = job.reply.send(Err(WriteError::TopicGone(job.events)));
             }
         }
-        Err(e) if batch.len() > 1 => {
-            // One bad request must not fail its neighbours: store each on its own.
-            tracing::warn!(topic = %topic, error = %e, "batched write failed, retrying singly");
-            for job in batch {
-                match store(pool, topic, std::slice::from_ref(&job)).await {
-                    Ok(first_offset) => {
-                        metrics.committed(topic.as_str(), job.events.len());
-                        answer(topic, vec![job], first_offset)
-                    }
-                    Err(Error::NotFound(_)) => {
-                        let _ = job.reply.send(Err(WriteError::TopicGone(job.events)));
-                    }
-                    Err(e) => {
-                        let _ = job.reply.send(Err(WriteError::Failed(e)));
-                    }
-                }
+        // A request stored alone gets its own error; a batch's requests get copies.
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(WriteError::Failed(e)));
             }
         }
         Err(e) => {
