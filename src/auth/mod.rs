@@ -66,8 +66,17 @@ impl Auth {
 
     /// Authenticates an `authorization` header value (`Bearer <token>`).
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal> {
+        Ok(self.authenticate_until(authorization).await?.0)
+    }
+
+    /// Like [`Auth::authenticate`], also answering when the bearer expires by itself: a JWT's
+    /// `exp` (unix seconds); `None` for API keys, which last until revoked.
+    pub async fn authenticate_until(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<(Principal, Option<i64>)> {
         if !self.enabled {
-            return Ok(Principal::anonymous_admin());
+            return Ok((Principal::anonymous_admin(), None));
         }
         let token = authorization
             .and_then(|h| {
@@ -79,7 +88,7 @@ impl Auth {
                 Error::Unauthenticated("Invalid credentials: could not find bearer token".into())
             })?;
         if looks_like_jwt(token) {
-            return self.authenticate_jwt(token).await;
+            return self.authenticate_jwt_until(token).await;
         }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token)
@@ -101,7 +110,7 @@ impl Auth {
         if !matches || record.revoked {
             return Err(invalid());
         }
-        self.principal_of(&cache_key, entry).await
+        Ok((self.principal_of(&cache_key, entry).await?, None))
     }
 
     /// Authenticates a JWT (websocket tokens, or a JWT used as gRPC bearer).
@@ -124,17 +133,6 @@ impl Auth {
             Some(r) if !r.revoked => Ok((self.principal_of(&cache_key, entry).await?, Some(exp))),
             _ => Err(invalid()),
         }
-    }
-
-    /// When the bearer of an `authorization` header stops being valid by itself: the `exp` of a
-    /// JWT (unix seconds); `None` for API keys, which last until revoked, and for anything
-    /// that is not a valid JWT (authentication has refused those already).
-    pub fn bearer_expiry(&self, authorization: Option<&str>) -> Option<i64> {
-        let token = authorization?.trim().split_once(' ')?.1.trim();
-        if !self.enabled || !looks_like_jwt(token) {
-            return None;
-        }
-        self.jwt.verify(token).ok().map(|(_, exp)| exp)
     }
 
     /// The key's grants as they are now (cached for at most [`CACHE_TTL`]), for long-lived

@@ -28,19 +28,27 @@ impl Service {
     /// follows from the request type; PublishEvents is counted by its handler, which knows
     /// whether the publish is durable.
     pub(super) async fn principal<T>(&self, req: &Request<T>) -> Result<Principal> {
+        Ok(self.principal_until(req).await?.0)
+    }
+
+    /// Like [`Service::principal`], also answering when a JWT bearer expires (for streams).
+    pub(super) async fn principal_until<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(Principal, Option<i64>)> {
         let header = req
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        let p = self.app.auth.authenticate(header).await?;
+        let (p, expires) = self.app.auth.authenticate_until(header).await?;
         let rpc = rpc_name::<T>();
         let kind = match rpc {
-            "PublishEvents" => return Ok(p),
+            "PublishEvents" => return Ok((p, expires)),
             "PullEvents" | "StreamEvents" => CallKind::Pull,
             _ => CallKind::Admin,
         };
         self.app.limiter.check(p.key_id, kind, rpc).await?;
-        Ok(p)
+        Ok((p, expires))
     }
 }
 

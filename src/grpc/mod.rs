@@ -373,9 +373,7 @@ impl EventRelay for Service {
         req: Request<proto::StreamEventsRequest>,
     ) -> Reply<Self::StreamEventsStream> {
         self.call("StreamEvents", async {
-            let p = self.principal(&req).await?;
-            let header = req.metadata().get("authorization");
-            let expires = (self.app.auth).bearer_expiry(header.and_then(|v| v.to_str().ok()));
+            let (p, expires) = self.principal_until(&req).await?;
             stream::open(&self.app, p, expires, req.into_inner()).await
         })
         .await
