@@ -21,24 +21,9 @@
 # Create a key with: eventrelay api-key create --type admin --name ghz
 # (prints JSON with the bearer token), and the topic with CreateTopic, e.g. via grpcurl.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 
-: "${ER_TOKEN:?set ER_TOKEN to the bearer token of an API key (Base64 key:secret)}"
-target="${ER_TARGET:-localhost:50051}"
-topic="${ER_TOPIC:-bench}"
-cd "$(dirname "$0")/../.."   # repository root, for proto/event_relay.proto
-
-command -v ghz >/dev/null || { echo "ghz is not installed: see https://ghz.sh/docs/install" >&2; exit 1; }
-
-exec ghz \
-  --rps "${ER_RPS:-200}" \
-  --total "${ER_TOTAL:-20000}" \
-  --concurrency "${ER_CONC:-50}" \
-  --insecure \
-  --proto proto/event_relay.proto \
-  --import-paths proto \
-  --call eventrelay.EventRelay.PublishEvents \
-  -m "{\"authorization\": \"Bearer ${ER_TOKEN}\"}" \
-  -d "{
+run_ghz PublishEvents 200 20000 50 "{
     \"topic\": \"${topic}\",
     \"durable\": true,
     \"events\": [{
@@ -48,6 +33,4 @@ exec ghz \
       \"user_id\": \"user-{{.WorkerID}}\",
       \"context\": {\"ip_address\": \"127.0.0.1\"}
     }]
-  }" \
-  "$@" \
-  "$target"
+  }" "$@"

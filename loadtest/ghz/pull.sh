@@ -16,23 +16,7 @@
 # Run it once with ER_OFFSET=0 and once deep into the topic: the two latencies should be about
 # the same, since pulls seek by the offset index (keyset paging), not by skipping rows.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 
-: "${ER_TOKEN:?set ER_TOKEN to the bearer token of an API key (Base64 key:secret)}"
-target="${ER_TARGET:-localhost:50051}"
-topic="${ER_TOPIC:-bench}"
-cd "$(dirname "$0")/../.."   # repository root, for proto/event_relay.proto
-
-command -v ghz >/dev/null || { echo "ghz is not installed: see https://ghz.sh/docs/install" >&2; exit 1; }
-
-exec ghz \
-  --rps "${ER_RPS:-50}" \
-  --total "${ER_TOTAL:-2000}" \
-  --concurrency "${ER_CONC:-10}" \
-  --insecure \
-  --proto proto/event_relay.proto \
-  --import-paths proto \
-  --call eventrelay.EventRelay.PullEvents \
-  -m "{\"authorization\": \"Bearer ${ER_TOKEN}\"}" \
-  -d "{\"topic\": \"${topic}\", \"batch_size\": ${ER_BATCH:-1000}, \"offset\": ${ER_OFFSET:-0}}" \
-  "$@" \
-  "$target"
+run_ghz PullEvents 50 2000 10 \
+  "{\"topic\": \"${topic}\", \"batch_size\": ${ER_BATCH:-1000}, \"offset\": ${ER_OFFSET:-0}}" "$@"
