@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use crate::receiver::{Receiver, Reply};
-use crate::webhooks::{create_webhook, deliveries, events, webhook_cluster};
+use crate::webhooks::{create_webhook, deliveries, events, resume, subscription, webhook_cluster};
 use eventrelay::proto;
 use std::time::Duration;
 use tonic::Code;
@@ -100,14 +100,7 @@ async fn control_rpcs_check_callers_and_subscriptions() {
     publish(&c, 0, "orders", events(3, "x")).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(rx.log().is_empty(), "delivered while paused");
-    cl.resume_subscription(authed(
-        &c.admin,
-        proto::ResumeSubscriptionRequest {
-            id: hook.id.clone(),
-        },
-    ))
-    .await
-    .unwrap();
+    resume(&c, &hook.id).await;
     rx.wait_for(20, "3 deliveries after resume", |l| l.len() >= 3)
         .await;
     assert_eq!(rx.offsets(&hook.id), vec![1, 2, 3]);
@@ -209,14 +202,7 @@ async fn backoff_follows_the_schedule_and_retry_after_is_honoured() {
 
     // Resume retries at once; a 429 with Retry-After longer than the schedule wins.
     rx.script([Reply::TooMany(600)]);
-    c.client(0)
-        .await
-        .resume_subscription(authed(
-            &c.admin,
-            proto::ResumeSubscriptionRequest { id: sub.id.clone() },
-        ))
-        .await
-        .unwrap();
+    resume(&c, &sub.id).await;
     rx.wait_for(20, "the 429", |l| l.len() >= 2).await;
     let gap = wait_gap(1).await;
     assert!(
@@ -237,19 +223,7 @@ async fn gone_pauses_the_subscription_until_resumed() {
     let sub = create_webhook(&c, "orders_hook", "orders", &rx.url("/hook"), &[]).await;
     publish(&c, 0, "orders", events(3, "x")).await;
     rx.wait_for(20, "the 410", |l| !l.is_empty()).await;
-    let get = || async {
-        c.client(0)
-            .await
-            .get_subscription(authed(
-                &c.admin,
-                proto::GetSubscriptionRequest { id: sub.id.clone() },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .subscription
-            .unwrap()
-    };
+    let get = || subscription(&c, &sub.id);
     for _ in 0..100 {
         if get().await.paused {
             break;
@@ -262,14 +236,7 @@ async fn gone_pauses_the_subscription_until_resumed() {
     assert_eq!(d.deliveries[0].status, "gone");
     assert_eq!(rx.log().len(), 1);
 
-    c.client(0)
-        .await
-        .resume_subscription(authed(
-            &c.admin,
-            proto::ResumeSubscriptionRequest { id: sub.id.clone() },
-        ))
-        .await
-        .unwrap();
+    resume(&c, &sub.id).await;
     rx.wait_for(20, "redelivery after resume", |l| l.len() >= 4)
         .await;
     assert_eq!(rx.offsets(&sub.id), vec![1, 1, 2, 3]);

@@ -53,6 +53,33 @@ pub async fn create_webhook(
         .expect("subscription")
 }
 
+/// The subscription as GetSubscription shows it now (as the admin, through node 0).
+pub async fn subscription(c: &TestCluster, id: &str) -> proto::Subscription {
+    c.client(0)
+        .await
+        .get_subscription(authed(
+            &c.admin,
+            proto::GetSubscriptionRequest { id: id.into() },
+        ))
+        .await
+        .expect("get subscription")
+        .into_inner()
+        .subscription
+        .expect("subscription")
+}
+
+/// Resumes a subscription (as the admin, through node 0).
+pub async fn resume(c: &TestCluster, id: &str) {
+    c.client(0)
+        .await
+        .resume_subscription(authed(
+            &c.admin,
+            proto::ResumeSubscriptionRequest { id: id.into() },
+        ))
+        .await
+        .expect("resume subscription");
+}
+
 pub fn events(n: usize, tag: &str) -> Vec<proto::NewEvent> {
     (0..n)
         .map(|i| event("order.created", &format!(r#"{{"i": {i}, "tag": "{tag}"}}"#)))
@@ -145,18 +172,7 @@ async fn delivers_in_order_with_headers_and_standard_webhooks_signatures() {
     let sub = create_webhook(&c, "orders_hook", "orders", &rx.url("/hook"), &[]).await;
     assert!(sub.signing_secret.starts_with("whsec_"), "{sub:?}");
     // Only the creation response carries the secret.
-    let got = c
-        .client(0)
-        .await
-        .get_subscription(authed(
-            &c.admin,
-            proto::GetSubscriptionRequest { id: sub.id.clone() },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .subscription
-        .unwrap();
+    let got = subscription(&c, &sub.id).await;
     assert_eq!(got.signing_secret, "");
 
     let mut stored = Vec::new();
@@ -341,20 +357,7 @@ async fn undeliverable_events_are_skipped_or_pause_after_max_attempts() {
     .await;
     let mut paused = false;
     for _ in 0..200 {
-        let got = c
-            .client(0)
-            .await
-            .get_subscription(authed(
-                &c.admin,
-                proto::GetSubscriptionRequest {
-                    id: pause.id.clone(),
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .subscription
-            .unwrap();
+        let got = subscription(&c, &pause.id).await;
         if got.paused {
             paused = true;
             break;
