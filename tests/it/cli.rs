@@ -35,10 +35,7 @@ async fn key_count(url: &str) -> i64 {
     let pool = eventrelay::db::connect(url, 4).await.expect("connect");
     // Whether or not the failed command got as far as migrating, count on a migrated schema.
     eventrelay::db::migrate(&pool).await.expect("migrate");
-    sqlx::query_scalar("SELECT count(*) FROM api_keys")
-        .fetch_one(&pool)
-        .await
-        .expect("count api_keys")
+    count_rows(&pool, "api_keys").await
 }
 
 #[tokio::test(flavor = "multi_thread")]

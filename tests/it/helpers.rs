@@ -358,3 +358,11 @@ pub fn redis_url() -> String {
 pub fn unique_cluster_name() -> String {
     format!("t{}", Uuid::new_v4().simple())
 }
+
+/// Rows in a table of the cluster's database (`table` is a test's literal name).
+pub async fn count_rows(pool: &sqlx::PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("count {table}: {e}"))
+}

@@ -161,10 +161,7 @@ async fn ui_forged_and_stale_forms_are_refused() {
         .post("/topics", &[("_csrf", &old), ("name", "stale")])
         .await;
     assert_eq!(code, StatusCode::FORBIDDEN);
-    let topics: i64 = sqlx::query_scalar("SELECT count(*) FROM topics")
-        .fetch_one(&c.pool)
-        .await
-        .unwrap();
+    let topics = count_rows(&c.pool, "topics").await;
     assert_eq!(topics, 0, "nothing was created by refused forms");
 
     let fresh = ui.token().await;
@@ -242,10 +239,7 @@ async fn ui_forms_show_errors_beside_fields_and_save_nothing() {
         )
         .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&c.pool)
-        .await
-        .unwrap();
+    let users = count_rows(&c.pool, "users").await;
     assert_eq!(users, 1, "a user with a bad password is not half-saved");
 
     let form = [
@@ -270,10 +264,7 @@ async fn ui_forms_show_errors_beside_fields_and_save_nothing() {
     let (code, page, _) = ui.post("/subscriptions", &form).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("id=\"f-topic-error\""), "{page}");
-    let subs: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriptions")
-        .fetch_one(&c.pool)
-        .await
-        .unwrap();
+    let subs = count_rows(&c.pool, "subscriptions").await;
     assert_eq!(subs, 0);
 
     let (code, page, _) = ui

@@ -47,10 +47,7 @@ async fn ui_user_create_command_makes_a_user_who_can_sign_in() {
     ])
     .await;
     assert!(!out.status.success());
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&c.pool)
-        .await
-        .unwrap();
+    let users = count_rows(&c.pool, "users").await;
     assert_eq!(users, 0, "refused input stores nothing");
 
     let out = run(vec![

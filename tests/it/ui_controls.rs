@@ -130,10 +130,7 @@ async fn ui_key_grants_show_field_errors_and_pages_forbid_framing() {
     let (code, page, _) = ui.post("/keys", &form).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(page.contains("id=\"f-topics-error\""));
-    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
-        .fetch_one(&c.pool)
-        .await
-        .unwrap();
+    let keys = count_rows(&c.pool, "api_keys").await;
     assert_eq!(keys, 1, "only the cluster's admin key exists");
 
     let form = [
