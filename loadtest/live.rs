@@ -156,7 +156,7 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     for n in [(args.clients / 10).max(1), args.clients] {
         let clients = Clients::connect(b.http, n, &sub, &jwt, 100).await?;
         clients.record.store(true, Ordering::Relaxed);
-        let (published, acks) = paced(&grpc, &admin, args.rate, 1, args.seconds).await?;
+        let (published, acks) = paced(a.grpc, &admin, args.rate, 1, args.seconds).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         clients.record.store(false, Ordering::Relaxed);
         let dropped = clients.closed.load(Ordering::Relaxed);
@@ -187,7 +187,7 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     for eps in [1_000u64, 2_000, 4_000, 8_000] {
         let clients = Clients::connect(b.http, args.clients, &sub, &jwt, 100).await?;
         let started = Instant::now();
-        let (published, _) = paced(&grpc, &admin, eps / 10, 10, args.flood_seconds).await?;
+        let (published, _) = paced(a.grpc, &admin, eps / 10, 10, args.flood_seconds).await?;
         let expected = published * args.clients as u64;
         let deadline = Instant::now() + Duration::from_secs(5);
         while clients.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
@@ -322,20 +322,47 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
 
 /// `requests` PublishEvents per second of `batch` events each, for `seconds`; returns the
 /// events published and each request's publish-to-acknowledgement time (microseconds).
+///
+/// The publisher runs on its own thread and runtime with its own connection: a producer is
+/// not one of the websocket clients, and sharing their runtime would put its requests and
+/// acknowledgements behind a run queue of a thousand woken client tasks.
 async fn paced(
-    grpc: &EventRelayClient<Channel>,
+    grpc: SocketAddr,
     admin: &str,
     requests: u64,
     batch: usize,
     seconds: u64,
 ) -> Result<(u64, Vec<u64>)> {
+    let admin = admin.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let result = match rt {
+            Ok(rt) => rt.block_on(publish_paced(grpc, admin, requests, batch, seconds)),
+            Err(e) => Err(e.into()),
+        };
+        let _ = tx.send(result);
+    });
+    rx.await.context("publisher thread ended")?
+}
+
+async fn publish_paced(
+    grpc: SocketAddr,
+    admin: String,
+    requests: u64,
+    batch: usize,
+    seconds: u64,
+) -> Result<(u64, Vec<u64>)> {
+    let grpc = EventRelayClient::connect(format!("http://{grpc}")).await?;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / requests.max(1)));
     let limit = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for i in 0..requests * seconds {
         tick.tick().await;
         let permit = limit.clone().acquire_owned().await?;
-        let (mut c, admin) = (grpc.clone(), admin.to_owned());
+        let (mut c, admin) = (grpc.clone(), admin.clone());
         tasks.push(tokio::spawn(async move {
             let r = proto::PublishEventsRequest {
                 topic: "bench".into(),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Microseconds since the epoch (publisher and clients share the machine's clock).
@@ -60,7 +61,13 @@ impl Clients {
             .map(|_| {
                 let (url, join) = (url.clone(), join.clone());
                 async move {
-                    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+                    // A browser reads what has arrived; tungstenite's default 128 KiB read
+                    // buffer is zeroed before every read, which would make these clients
+                    // spend more CPU than the node they measure.
+                    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+                    let (mut ws, _) =
+                        tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+                            .await?;
                     ws.send(Message::text(join)).await?;
                     match ws.next().await {
                         Some(Ok(Message::Text(t))) if t.contains("\"ok\"") => Ok(ws),
