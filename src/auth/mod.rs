@@ -136,17 +136,18 @@ impl Auth {
     }
 
     /// The key's grants as they are now (cached for at most [`CACHE_TTL`]), for long-lived
-    /// sockets and streams to re-check; `None` once the key is revoked or deleted.
-    pub async fn current(&self, key_id: Uuid) -> Result<Option<Principal>> {
+    /// sockets and streams to re-check; `None` once the key is revoked or deleted. Shared with
+    /// the cache, not copied: every open listener asks twice a second.
+    pub async fn current(&self, key_id: Uuid) -> Result<Option<Arc<Principal>>> {
         if !self.enabled || key_id.is_nil() {
-            return Ok(Some(Principal::anonymous_admin()));
+            return Ok(Some(Arc::new(Principal::anonymous_admin())));
         }
         let cache_key = format!("i:{key_id}");
         let entry = self
             .lookup(&cache_key, || self.keys.record_by_id(key_id))
             .await?;
         match &entry.record {
-            Some(r) if !r.revoked => self.principal_of(&cache_key, entry).await.map(Some),
+            Some(r) if !r.revoked => self.shared_principal(&cache_key, entry).await.map(Some),
             _ => Ok(None),
         }
     }
@@ -170,14 +171,19 @@ impl Auth {
     }
 
     async fn principal_of(&self, cache_key: &str, entry: Cached) -> Result<Principal> {
+        Ok((*self.shared_principal(cache_key, entry).await?).clone())
+    }
+
+    /// The entry's principal, loaded (and cached) on first use.
+    async fn shared_principal(&self, cache_key: &str, entry: Cached) -> Result<Arc<Principal>> {
         if let Some(p) = entry.principal {
-            return Ok((*p).clone());
+            return Ok(p);
         }
         let record = entry.record.ok_or_else(invalid)?;
-        let p = self.keys.principal(record.id).await?;
+        let p = Arc::new(self.keys.principal(record.id).await?);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.get_mut(cache_key) {
-            c.principal = Some(Arc::new(p.clone()));
+            c.principal = Some(p.clone());
         }
         Ok(p)
     }
