@@ -12,12 +12,12 @@ pub use jwt::{Claims, DEFAULT_TTL_SECONDS, Jwt, looks_like_jwt};
 pub use keys::{ApiKey, ApiKeys};
 pub use principal::{KeyType, Principal, SubscriptionGrant, TopicGrant};
 
+use crate::cache::TtlCache;
 use crate::error::{Error, Result};
 use base64::Engine;
 use keys::{KeyRecord, hash_secret};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -26,11 +26,25 @@ pub const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Cache entries kept before the cache is cleared (bounds memory under key-guessing).
 const CACHE_MAX: usize = 10_000;
 
-#[derive(Clone)]
-struct Cached {
-    at: Instant,
+/// How a key is looked up: by its public part (Base64 bearers) or by id (JWTs, re-checks).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Lookup {
+    Key(String),
+    Id(Uuid),
+}
+
+/// A key as last read: its record and, while it is valid, its grants.
+struct Known {
     record: Option<KeyRecord>,
     principal: Option<Arc<Principal>>,
+}
+
+impl Known {
+    /// The grants, unless the key is unknown or revoked.
+    fn valid(&self) -> Option<&Arc<Principal>> {
+        self.record.as_ref().filter(|r| !r.revoked)?;
+        self.principal.as_ref()
+    }
 }
 
 /// Authenticates callers.
@@ -39,8 +53,7 @@ pub struct Auth {
     keys: ApiKeys,
     jwt: Jwt,
     enabled: bool,
-    // A std mutex: held only for a map lookup or insert, never across an await.
-    cache: Arc<Mutex<HashMap<String, Cached>>>,
+    cache: Arc<TtlCache<Lookup, Arc<Known>>>,
 }
 
 impl Auth {
@@ -50,7 +63,7 @@ impl Auth {
             keys,
             jwt,
             enabled,
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(TtlCache::new(CACHE_TTL, CACHE_MAX)),
         }
     }
 
@@ -101,16 +114,13 @@ impl Auth {
             .ok_or_else(|| {
                 Error::Unauthenticated("Invalid credentials: could not decode bearer token".into())
             })?;
-        let cache_key = format!("k:{key}");
-        let entry = self
-            .lookup(&cache_key, || self.keys.record_by_key(&key))
-            .await?;
-        let record = entry.record.as_ref().ok_or_else(invalid)?;
+        let known = self.known(Lookup::Key(key)).await?;
+        let record = known.record.as_ref().ok_or_else(invalid)?;
         let matches: bool = hash_secret(&secret).ct_eq(&record.secret_hash).into();
-        if !matches || record.revoked {
-            return Err(invalid());
+        match known.valid() {
+            Some(p) if matches => Ok(((**p).clone(), None)),
+            _ => Err(invalid()),
         }
-        Ok((self.principal_of(&cache_key, entry).await?, None))
     }
 
     /// Authenticates a JWT (websocket tokens, or a JWT used as gRPC bearer).
@@ -125,13 +135,9 @@ impl Auth {
             return Ok((Principal::anonymous_admin(), None));
         }
         let (id, exp) = self.jwt.verify(token)?;
-        let cache_key = format!("i:{id}");
-        let entry = self
-            .lookup(&cache_key, || self.keys.record_by_id(id))
-            .await?;
-        match &entry.record {
-            Some(r) if !r.revoked => Ok((self.principal_of(&cache_key, entry).await?, Some(exp))),
-            _ => Err(invalid()),
+        match self.known(Lookup::Id(id)).await?.valid() {
+            Some(p) => Ok(((**p).clone(), Some(exp))),
+            None => Err(invalid()),
         }
     }
 
@@ -142,69 +148,25 @@ impl Auth {
         if !self.enabled || key_id.is_nil() {
             return Ok(Some(Arc::new(Principal::anonymous_admin())));
         }
-        let cache_key = format!("i:{key_id}");
-        let entry = self
-            .lookup(&cache_key, || self.keys.record_by_id(key_id))
-            .await?;
-        match &entry.record {
-            Some(r) if !r.revoked => self.shared_principal(&cache_key, entry).await.map(Some),
-            _ => Ok(None),
-        }
+        Ok(self.known(Lookup::Id(key_id)).await?.valid().cloned())
     }
 
-    async fn lookup<F, Fut>(&self, cache_key: &str, load: F) -> Result<Cached>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<KeyRecord>>>,
-    {
-        if let Some(c) = self.cached(cache_key) {
-            return Ok(c);
-        }
-        let record = load().await?;
-        let entry = Cached {
-            at: Instant::now(),
-            record,
-            principal: None,
-        };
-        self.store(cache_key.to_owned(), entry.clone());
-        Ok(entry)
-    }
-
-    async fn principal_of(&self, cache_key: &str, entry: Cached) -> Result<Principal> {
-        Ok((*self.shared_principal(cache_key, entry).await?).clone())
-    }
-
-    /// The entry's principal, loaded (and cached) on first use.
-    async fn shared_principal(&self, cache_key: &str, entry: Cached) -> Result<Arc<Principal>> {
-        if let Some(p) = entry.principal {
-            return Ok(p);
-        }
-        let record = entry.record.ok_or_else(invalid)?;
-        let p = Arc::new(self.keys.principal(record.id).await?);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = cache.get_mut(cache_key) {
-            c.principal = Some(p.clone());
-        }
-        Ok(p)
-    }
-
-    fn cached(&self, cache_key: &str) -> Option<Cached> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .get(cache_key)
-            .filter(|c| c.at.elapsed() < CACHE_TTL)
-            .cloned()
-    }
-
-    fn store(&self, cache_key: String, entry: Cached) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_MAX {
-            cache.retain(|_, c| c.at.elapsed() < CACHE_TTL);
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(cache_key, entry);
+    /// A key's record and grants, read at most [`CACHE_TTL`] ago (once per node however many
+    /// callers ask while it is being read).
+    async fn known(&self, lookup: Lookup) -> Result<Arc<Known>> {
+        self.cache
+            .get(&lookup, || async {
+                let record = match &lookup {
+                    Lookup::Key(key) => self.keys.record_by_key(key).await?,
+                    Lookup::Id(id) => self.keys.record_by_id(*id).await?,
+                };
+                let principal = match &record {
+                    Some(r) if !r.revoked => Some(Arc::new(self.keys.principal(r.id).await?)),
+                    _ => None,
+                };
+                Ok(Arc::new(Known { record, principal }))
+            })
+            .await
     }
 }
 

@@ -6,6 +6,7 @@ mod edit;
 pub use edit::{SubscriptionUpdate, check_name};
 
 use crate::auth::Principal;
+use crate::cache::TtlCache;
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};
 use crate::topics::{TopicName, parse_identifier};
@@ -13,9 +14,9 @@ use base64::Engine;
 use rand::RngCore;
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// How a subscription receives events.
@@ -172,8 +173,7 @@ const EXISTS_MAX: usize = 10_000;
 #[derive(Clone)]
 pub struct Subscriptions {
     pool: PgPool,
-    // A std mutex: held only for a map lookup or insert, never across an await.
-    exists: Arc<Mutex<HashMap<Uuid, (Instant, bool)>>>,
+    exists: Arc<TtlCache<Uuid, bool>>,
 }
 
 impl Subscriptions {
@@ -181,31 +181,25 @@ impl Subscriptions {
     pub fn new(pool: PgPool) -> Self {
         Subscriptions {
             pool,
-            exists: Arc::default(),
+            exists: Arc::new(TtlCache::new(EXISTS_TTL, EXISTS_MAX)),
         }
     }
 
     /// Whether the subscription still exists, as of at most a second ago. Every listener of a
     /// subscription re-checks this twice a second; the cache makes that one query per
-    /// subscription per second per node, however many listeners it has.
+    /// subscription per second per node, however many listeners it has (also while the answer
+    /// is being read: they wait for that one query).
     pub async fn exists(&self, id: Uuid) -> Result<bool> {
-        let lock = || self.exists.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, yes)) = lock().get(&id)
-            && at.elapsed() < EXISTS_TTL
-        {
-            return Ok(*yes);
-        }
-        let yes: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM subscriptions WHERE id = $1)")
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await?;
-        let mut cache = lock();
-        if cache.len() >= EXISTS_MAX {
-            cache.clear();
-        }
-        cache.insert(id, (Instant::now(), yes));
-        Ok(yes)
+        self.exists
+            .get(&id, || async {
+                let yes: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM subscriptions WHERE id = $1)")
+                        .bind(id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(yes)
+            })
+            .await
     }
 
     /// Creates a subscription (admins only).
