@@ -38,6 +38,31 @@ fn eps(r: &ResultRow) -> f64 {
     r.events_per_sec.unwrap_or(f64::NAN)
 }
 
+/// Sets a publish scenario's target (`min_eps` events/s absolute and at least `min_ratio` of
+/// `base`, the same-run baseline named `label`) and whether it was met. Without the baseline
+/// (it failed) only the absolute target is judged.
+fn judge(
+    r: &mut ResultRow,
+    base: Option<&ResultRow>,
+    label: &'static str,
+    min_eps: f64,
+    min_ratio: f64,
+) {
+    r.target = Some(format!(
+        ">= {} ev/s and >= {:.0}% of {label}",
+        thousands(min_eps),
+        min_ratio * 100.0
+    ));
+    let absolute = eps(r) >= min_eps && r.errors == 0;
+    r.target_met = Some(absolute);
+    if let Some(base) = base {
+        let ratio = eps(r) / eps(base);
+        r.ratio = Some(ratio);
+        r.ratio_to = Some(label);
+        r.target_met = Some(absolute && ratio >= min_ratio);
+    }
+}
+
 pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report> {
     let mut admin = Admin {
         conn: t.db().await?,
@@ -213,30 +238,20 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
     }
 
     // Ratios and targets.
-    a.target = Some(format!(
-        ">= {} ev/s and >= {:.0}% of c",
-        thousands(TARGET_SINGLE_EPS),
-        TARGET_SINGLE_VS_BASELINE * 100.0
-    ));
-    let a_abs = eps(&a) >= TARGET_SINGLE_EPS && a.errors == 0;
-    a.target_met = Some(a_abs);
-    if let Some(cr) = &base_c {
-        a.ratio = Some(eps(&a) / eps(cr));
-        a.ratio_to = Some("c");
-        a.target_met = Some(a_abs && a.ratio.unwrap_or(0.0) >= TARGET_SINGLE_VS_BASELINE);
-    }
-    b.target = Some(format!(
-        ">= {} ev/s and >= {:.0}% of d",
-        thousands(TARGET_BATCH_EPS),
-        TARGET_BATCH_VS_BASELINE * 100.0
-    ));
-    let b_abs = eps(&b) >= TARGET_BATCH_EPS && b.errors == 0;
-    b.target_met = Some(b_abs);
-    if let Some(dr) = &base_d {
-        b.ratio = Some(eps(&b) / eps(dr));
-        b.ratio_to = Some("d");
-        b.target_met = Some(b_abs && b.ratio.unwrap_or(0.0) >= TARGET_BATCH_VS_BASELINE);
-    }
+    judge(
+        &mut a,
+        base_c.as_ref(),
+        "c",
+        TARGET_SINGLE_EPS,
+        TARGET_SINGLE_VS_BASELINE,
+    );
+    judge(
+        &mut b,
+        base_d.as_ref(),
+        "d",
+        TARGET_BATCH_EPS,
+        TARGET_BATCH_VS_BASELINE,
+    );
     f.ratio = Some(eps(&f) / eps(&b));
     f.ratio_to = Some("b");
     f.target = Some("info: ~1.0 x b expected".into());
