@@ -80,9 +80,15 @@ impl App {
         if !config.auth_enabled {
             tracing::warn!("ER_AUTH_ENABLED=false: every caller is an admin. Development only.");
         }
-        let pool = db::connect(&config.database_url, config.db_pool_size)
-            .await
-            .context("connecting to Postgres (DATABASE_URL)")?;
+        // A quarter of the connections belong to the writer lanes (their own runtime, see
+        // events::writer), the rest to everything else.
+        let writer_connections = (config.db_pool_size / 4).clamp(1, 16);
+        let pool = db::connect(
+            &config.database_url,
+            config.db_pool_size - writer_connections,
+        )
+        .await
+        .context("connecting to Postgres (DATABASE_URL)")?;
         db::migrate(&pool).await.context("applying migrations")?;
         let live = Live::with_buffer(config.live_buffer);
         let metrics = Metrics::new();
@@ -103,7 +109,9 @@ impl App {
             &config.cluster_name,
             metrics.clone(),
         ));
-        let writer = Writer::new(pool.clone(), tracker.clone(), metrics.clone());
+        let writer = Writer::start(&pool, writer_connections, tracker.clone(), metrics.clone())
+            .await
+            .context("starting the writer lanes")?;
         let delivery = Delivery::new(pool.clone(), &config, live.clone(), metrics.clone())
             .context("building the webhook client")?;
         let cluster_stop = CancellationToken::new();
@@ -300,6 +308,7 @@ pub async fn run(
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("background tasks did not finish within the grace period");
     }
+    app.writer.shutdown().await;
     app.pool.close().await;
     tracing::info!("node stopped");
     Ok(())

@@ -26,6 +26,12 @@ pub async fn connect(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
     let opts = PgConnectOptions::from_str(url)?
         .application_name("eventrelay")
         .options([("statement_timeout", "60s"), ("lock_timeout", "30s")]);
+    connect_with(opts, size).await
+}
+
+/// Opens another pool with the same options (see [`connect`]); its connections belong to the
+/// runtime this is called on.
+pub async fn connect_with(opts: PgConnectOptions, size: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(size)
         .min_connections(1)

@@ -4,6 +4,7 @@
 
 mod dead_letters;
 mod filter;
+mod insert;
 mod model;
 mod read;
 mod writer;
