@@ -64,13 +64,14 @@ pub struct Writer {
     engine: Arc<Engine>,
 }
 
-/// The lanes' own thread, runtime and connections. A lane's transactions are serial, so every
-/// moment between "Postgres answered" and "the next transaction is sent" is lost throughput for
-/// the topic. On the node's main runtime that moment waited behind whatever request work was
+/// The lanes' own thread and runtime. A lane's transactions are serial, so every moment
+/// between "Postgres answered" and "the next transaction is sent" is lost throughput for the
+/// topic. On the node's main runtime that moment waited behind whatever request work was
 /// queued on its workers (HTTP/2 frames, protobuf, replies); on a thread of its own, mostly
 /// asleep, the lane is woken at once (measured on 2 cores: 100-event publishing at 0.89 x the
-/// multi-row baseline before, 0.97-1.07 x in four runs after; docs/benchmarks.md). One thread serves every lane: the
-/// lane's own CPU work is a few microseconds per event, the rest is Postgres.
+/// multi-row baseline before, 0.97-1.07 x in four runs after; docs/benchmarks.md). One thread
+/// serves every lane: a lane's own CPU work is a few microseconds per event, the rest is
+/// Postgres. The runtime stops when the last `Writer` clone is dropped or at shutdown.
 struct Engine {
     handle: tokio::runtime::Handle,
     stop: tokio_util::sync::CancellationToken,
@@ -82,15 +83,8 @@ impl Drop for Engine {
     }
 }
 
-impl Writer {
-    /// Starts the writer thread with a pool of `connections` opened like `pool`'s. Lanes are
-    /// spawned on `tracker` so shutdown waits for queued writes.
-    pub async fn start(
-        pool: &PgPool,
-        connections: u32,
-        tracker: TaskTracker,
-        metrics: Metrics,
-    ) -> anyhow::Result<Self> {
+impl Engine {
+    async fn start() -> anyhow::Result<Engine> {
         let (tx, rx) = oneshot::channel();
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
@@ -110,8 +104,24 @@ impl Writer {
                     }
                 }
             })?;
-        let handle = rx.await??;
-        let engine = Arc::new(Engine { handle, stop });
+        Ok(Engine {
+            handle: rx.await??,
+            stop,
+        })
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread with a pool of `connections` opened like `pool`'s (on that
+    /// thread, so Postgres' answers wake it directly). Lanes are spawned on `tracker` so
+    /// shutdown waits for queued writes.
+    pub async fn start(
+        pool: &PgPool,
+        connections: u32,
+        tracker: TaskTracker,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let engine = Arc::new(Engine::start().await?);
         let opts = (*pool.connect_options()).clone();
         let pool = engine
             .handle
