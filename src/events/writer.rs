@@ -56,6 +56,8 @@ pub enum WriteError {
 /// The per-node set of writer lanes.
 #[derive(Clone)]
 pub struct Writer {
+    /// The writer's own connections, opened on its thread (see [`Engine`]); the node's main
+    /// pool is not used for writes.
     pool: PgPool,
     // A std mutex: held only to find or insert a lane's sender.
     lanes: Arc<Mutex<HashMap<TopicName, mpsc::Sender<Job>>>>,
