@@ -1,9 +1,10 @@
 //! `er-live-bench`: a bounded, loopback-only benchmark of live streaming across nodes, beside
-//! a raw Redis pub/sub baseline measured in the same run.
+//! two baselines measured in the same run (raw Redis pub/sub, and the machine's fan-out floor).
 //!
 //! It creates a fresh database, starts release nodes of `eventrelay` as child processes (the
 //! binary next to this one) sharing it and one Redis, and measures:
-//! 1. baseline: Redis PUBLISH-to-subscriber latency at the same rate (one subscriber);
+//! 1. baselines: Redis PUBLISH-to-subscriber latency at the same rate (one subscriber), and
+//!    the fan-out floor (the same frames to the same clients from a bare loop, no node);
 //! 2. cross-node publish-to-receipt latency: `--clients` websocket clients on node B, one
 //!    event per PublishEvents on node A at `--rate` per second for `--seconds` (timestamps in
 //!    the event data, p50/p99 over every delivery);
@@ -19,7 +20,6 @@ use clap::Parser;
 use eventrelay::auth::{ApiKeys, KeyType};
 use eventrelay::proto::event_relay_client::EventRelayClient;
 use eventrelay::proto::{self, NewEvent};
-use fred::prelude::*;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +28,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
+mod live_baselines;
 mod live_clients;
 
 use live_clients::{Clients, now_micros};
@@ -59,6 +60,9 @@ struct Args {
     /// Small numbers everywhere: a smoke run.
     #[arg(long)]
     quick: bool,
+    /// Internal: run as the fan-out floor's sender for this many clients (see live_baselines).
+    #[arg(long, hide = true)]
+    floor_sender: Option<usize>,
 }
 
 const JWT_SECRET: &str = "bench-secret-not-for-production";
@@ -66,6 +70,9 @@ const JWT_SECRET: &str = "bench-secret-not-for-production";
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut args = Args::parse();
+    if let Some(n) = args.floor_sender {
+        return live_baselines::sender(n, args.rate, args.seconds).await;
+    }
     if args.quick {
         (args.clients, args.seconds, args.flood_seconds, args.idle) = (50, 2, 2, 500);
     }
@@ -143,7 +150,7 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
         .into_inner()
         .jwt;
 
-    let baseline = redis_baseline(&args.redis_url, args.rate, args.seconds).await?;
+    let baseline = live_baselines::redis(&args.redis_url, args.rate, args.seconds).await?;
     println!(
         "baseline  Redis PUBLISH→subscriber at {}/s: p50 {:.2} ms, p99 {:.2} ms ({} samples)",
         args.rate,
@@ -153,7 +160,18 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     );
 
     // A tenth of the clients first, to show how latency scales with the fan-out.
+    // Each beside the floor: the same frames to the same number of the same clients from one
+    // bare loop with no node (live_baselines), so the ratio is what the nodes add.
     for n in [(args.clients / 10).max(1), args.clients] {
+        let floor = live_baselines::measure(n, args.rate, args.seconds).await?;
+        println!(
+            "floor     bare loopback fan-out, same frames to {n} clients at {}/s, no node: \
+             p50 {:.2} ms, p99 {:.2} ms ({} deliveries)",
+            args.rate,
+            pct(&floor, 0.50),
+            pct(&floor, 0.99),
+            floor.len()
+        );
         let clients = Clients::connect(b.http, n, &sub, &jwt, 100).await?;
         clients.record.store(true, Ordering::Relaxed);
         let (published, acks) = paced(a.grpc, &admin, args.rate, 1, args.seconds).await?;
@@ -173,6 +191,11 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
             lat.len(),
             published * n as u64,
             dropped
+        );
+        println!(
+            "          = {:.2} x the floor's p50, {:.2} x its p99",
+            pct(&lat, 0.50) / pct(&floor, 0.50),
+            pct(&lat, 0.99) / pct(&floor, 0.99)
         );
         println!(
             "          of which publish → acknowledged (commit) p50 {:.2} ms, p99 {:.2} ms",
@@ -384,39 +407,4 @@ async fn publish_paced(
     }
     acks.sort_unstable();
     Ok((n, acks))
-}
-
-/// Raw Redis pub/sub latency at `rate` messages per second, one subscriber.
-async fn redis_baseline(url: &str, rate: u64, seconds: u64) -> Result<Vec<u64>> {
-    let publisher = Builder::from_config(Config::from_url(url)?).build()?;
-    let subscriber = Builder::from_config(Config::from_url(url)?).build_subscriber_client()?;
-    publisher.init().await?;
-    subscriber.init().await?;
-    let channel = format!("bench-baseline-{}", uuid::Uuid::new_v4().simple());
-    subscriber.subscribe(channel.clone()).await?;
-    let mut rx = subscriber.message_rx();
-    let n = rate * seconds;
-    let collect = tokio::spawn(async move {
-        let mut v = Vec::with_capacity(n as usize);
-        while v.len() < n as usize {
-            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
-                Ok(Ok(m)) => {
-                    let t0: u64 = m.value.convert().unwrap_or(0);
-                    v.push(now_micros().saturating_sub(t0));
-                }
-                _ => break,
-            }
-        }
-        v
-    });
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-    for _ in 0..n {
-        tick.tick().await;
-        let _: i64 = publisher.publish(channel.as_str(), now_micros()).await?;
-    }
-    let mut v = collect.await?;
-    v.sort_unstable();
-    let _ = publisher.quit().await;
-    let _ = subscriber.quit().await;
-    Ok(v)
 }
