@@ -1,14 +1,11 @@
 //! The Phoenix Channels wire format: v2 arrays `[join_ref, ref, topic, event, payload]` and
-//! v1 objects `{join_ref, ref, topic, event, payload}`, the `publish_events` payload, and a
-//! cache of event payloads so a push to a thousand clients encodes each event once.
+//! v1 objects `{join_ref, ref, topic, event, payload}`, push envelopes encoded once per
+//! channel, and the `publish_events` payload.
 
-use crate::events::{Event, NewEvent};
+use crate::events::NewEvent;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use uuid::Uuid;
 
 /// Protocol version, chosen by the `vsn` query parameter (`2.0.0` → arrays).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,39 +147,6 @@ impl Envelope {
         text.push_str(payload);
         text.push_str(self.suffix);
         text
-    }
-}
-
-/// Entries kept per generation of the payload cache.
-const CACHE_GENERATION: usize = 16_384;
-
-type Generation = HashMap<(Uuid, i64), Arc<str>>;
-
-/// Event payloads (`Event::to_json`) by id and offset, bounded: two generations, the older
-/// dropped when the newer fills, so recent events stay and memory stays flat.
-#[derive(Clone, Default)]
-pub struct PayloadCache {
-    // A std mutex: held for a map lookup or insert only.
-    inner: Arc<Mutex<[Generation; 2]>>,
-}
-
-impl PayloadCache {
-    /// The JSON text of an event, encoded once for every client.
-    pub fn get(&self, e: &Event) -> Arc<str> {
-        let key = (e.id, e.offset);
-        {
-            let gens = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(p) = gens[0].get(&key).or_else(|| gens[1].get(&key)) {
-                return p.clone();
-            }
-        }
-        let payload: Arc<str> = e.to_json().to_string().into();
-        let mut gens = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if gens[0].len() >= CACHE_GENERATION {
-            gens[1] = std::mem::take(&mut gens[0]);
-        }
-        gens[0].insert(key, payload.clone());
-        payload
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Feed {
     after_replay: bool,
     /// The hub's per-topic buffer, for the slow-client message.
     buffer: usize,
+    /// The client is sent each event's JSON (see [`Feed::with_json`]).
+    json: bool,
 }
 
 impl Feed {
@@ -58,7 +60,16 @@ impl Feed {
             replaying: after.is_some(),
             after_replay: false,
             buffer,
+            json: false,
         })
+    }
+
+    /// For a client that is sent each event's JSON ([`Batch::json`], websocket pushes): when a
+    /// live batch has to be narrowed for it (a topic identifier), the whole shared batch is
+    /// encoded first, once for every such client, and the narrowed copy shares that text.
+    pub fn with_json(mut self) -> Feed {
+        self.json = true;
+        self
     }
 
     /// The topic offset the client has been brought up to (what to resume after).
@@ -145,12 +156,11 @@ impl Feed {
         if batch.iter().all(|e| keep(e) && self.matches(e)) {
             return Some(batch); // the common case: share the hub's batch
         }
-        let picked: Vec<Event> = batch
-            .iter()
-            .filter(|e| keep(e) && self.matches(e))
-            .cloned()
-            .collect();
-        (!picked.is_empty()).then(|| picked.into())
+        if self.json {
+            batch.json(); // once for every feed of the batch, not once per picked copy
+        }
+        let picked = batch.pick(|e| keep(e) && self.matches(e));
+        (!picked.is_empty()).then_some(picked)
     }
 
     async fn replay_step(&mut self) -> Result<Vec<Event>> {

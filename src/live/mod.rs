@@ -8,9 +8,11 @@
 //! [`Feed`] turns a receiver into an ordered, gap-free, resumable stream for one client.
 
 mod access;
+mod batch;
 mod feed;
 
 pub use access::{ACCESS_CHECK, Access, Lost, Target};
+pub use batch::Batch;
 pub use feed::{Feed, REPLAY_BATCH};
 
 use crate::events::Event;
@@ -24,9 +26,6 @@ pub const TOPIC_BUFFER: usize = 4_096;
 
 /// Most websocket connections and gRPC streams one node serves at once.
 pub const MAX_LISTENERS: usize = 50_000;
-
-/// A batch of events of one topic, shared by every listener.
-pub type Batch = Arc<[Event]>;
 
 /// The local listener hub.
 #[derive(Clone)]

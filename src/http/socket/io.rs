@@ -2,7 +2,7 @@
 //! outgoing queue (many messages per flush), the per-channel pumps that fill it from a
 //! [`Feed`] without ever waiting, and the kill switch that ends a connection with a reason.
 
-use super::super::phoenix::{Envelope, PayloadCache, Vsn, encode_raw};
+use super::super::phoenix::{Envelope, Vsn, encode_raw};
 use crate::error::Error;
 use crate::live::Feed;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -155,14 +155,13 @@ pub(super) async fn pump(
     vsn: Vsn,
     join_ref: Value,
     topic: String,
-    cache: PayloadCache,
 ) {
     let push = Envelope::new(vsn, &join_ref, &Value::Null, &topic, "event:published");
     loop {
         match feed.next().await {
             Ok(batch) => {
-                for e in batch.iter() {
-                    let text = push.wrap(&cache.get(e));
+                for payload in batch.json() {
+                    let text = push.wrap(payload);
                     if !out.push(text) {
                         kill.fire(CLOSE_POLICY, slow_client());
                         return;

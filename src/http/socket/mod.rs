@@ -15,7 +15,7 @@ mod io;
 
 pub use io::{CLIENT_BUFFER, CLIENT_BYTES};
 
-use super::phoenix::{Frame, PayloadCache, PublishPayload, Vsn, encode_raw};
+use super::phoenix::{Frame, PublishPayload, Vsn, encode_raw};
 use crate::app::App;
 use crate::auth::Principal;
 use crate::error::{Error, Result};
@@ -43,15 +43,11 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Sockets {
     app: App,
-    cache: PayloadCache,
 }
 
 /// The `/socket/websocket` route.
 pub fn route(app: &App) -> MethodRouter<App> {
-    get(upgrade).with_state(Sockets {
-        app: app.clone(),
-        cache: PayloadCache::default(),
-    })
+    get(upgrade).with_state(Sockets { app: app.clone() })
 }
 
 async fn upgrade(
@@ -207,7 +203,6 @@ impl Conn {
                 self.vsn,
                 frame.join_ref.clone(),
                 frame.topic.clone(),
-                self.s.cache.clone(),
             ))
             .abort_handle()
         });
@@ -279,7 +274,8 @@ impl Conn {
                     .ok_or_else(|| Error::invalid("after_offset must be an integer"))?,
             ),
         };
-        Feed::open(&app.live, &app.pool, topic, vec![], after).await
+        let feed = Feed::open(&app.live, &app.pool, topic, vec![], after).await?;
+        Ok(feed.with_json())
     }
 
     async fn publish(&mut self, frame: Frame) {
