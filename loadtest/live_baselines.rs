@@ -13,7 +13,7 @@
 //! node's figure divided by this one says how much the node adds; the floor says what no
 //! server on this machine could beat.
 
-use crate::live_clients::{Clients, now_micros};
+use crate::live_clients::{Clients, now_micros, read_head};
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BytesMut};
 use fred::prelude::*;
@@ -121,14 +121,7 @@ pub async fn sender(n: usize, rate: u64, seconds: u64) -> Result<()> {
 async fn handshake(mut tcp: TcpStream) -> Result<TcpStream> {
     tcp.set_nodelay(true)?;
     let mut buf = BytesMut::with_capacity(4096);
-    let end = loop {
-        if let Some(i) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        if tcp.read_buf(&mut buf).await? == 0 {
-            bail!("closed during the upgrade");
-        }
-    };
+    let end = read_head(&mut tcp, &mut buf).await?;
     buf.advance(end);
     tcp.write_all(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

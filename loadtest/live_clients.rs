@@ -78,6 +78,18 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Reads until `buf` holds an HTTP head (request or response); returns its length.
+pub(crate) async fn read_head(tcp: &mut TcpStream, buf: &mut BytesMut) -> Result<usize> {
+    loop {
+        if let Some(i) = memchr::memmem::find(buf, b"\r\n\r\n") {
+            return Ok(i + 4);
+        }
+        if tcp.read_buf(buf).await? == 0 {
+            bail!("connection closed during the websocket upgrade");
+        }
+    }
+}
+
 /// One joined connection, with whatever the server sent after the join reply.
 struct Conn {
     tcp: TcpStream,
@@ -95,14 +107,7 @@ impl Conn {
         );
         tcp.write_all(upgrade.as_bytes()).await?;
         let mut buf = BytesMut::with_capacity(4096);
-        let end = loop {
-            if let Some(i) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            if tcp.read_buf(&mut buf).await? == 0 {
-                bail!("connection closed during the upgrade");
-            }
-        };
+        let end = read_head(&mut tcp, &mut buf).await?;
         if !buf.starts_with(b"HTTP/1.1 101") {
             bail!("upgrade refused: {}", String::from_utf8_lossy(&buf[..end]));
         }
