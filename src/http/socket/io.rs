@@ -22,7 +22,7 @@ pub const CLIENT_BUFFER: usize = 4_096;
 pub const CLIENT_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes gathered before a write reaches the socket (the writer flushes explicitly).
 pub(super) const WRITE_BUFFER: usize = 32 * 1024;
-/// Most queued messages written with one flush.
+/// Queued messages after which the writer flushes (it may go past this by one entry).
 pub(super) const WRITE_BATCH: usize = 64;
 /// How long a close frame may take to reach a client that is not reading.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,40 +31,59 @@ pub(super) const CLOSE_POLICY: u16 = 1008;
 pub(super) const CLOSE_GOING_AWAY: u16 = 1001;
 pub(super) const CLOSE_UNSUPPORTED: u16 = 1003;
 
-/// The sending side of a connection's bounded queue, bounded in messages and in bytes.
+/// What the queue counts against its bounds.
+#[derive(Default)]
+struct Queued {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// The sending side of a connection's bounded queue, bounded in messages and in bytes. An
+/// entry is a run of messages (a pump queues a whole batch's pushes as one entry, so a batch
+/// costs the queue one send and the writer one wake-up, not one per event).
 #[derive(Clone)]
 pub(super) struct Outbox {
-    tx: mpsc::Sender<String>,
-    bytes: Arc<AtomicUsize>,
+    tx: mpsc::Sender<Vec<String>>,
+    queued: Arc<Queued>,
 }
 
 /// The writer's side of the queue.
 pub(super) struct Inbox {
-    rx: mpsc::Receiver<String>,
-    bytes: Arc<AtomicUsize>,
+    rx: mpsc::Receiver<Vec<String>>,
+    queued: Arc<Queued>,
 }
 
 /// A connection's queue.
 pub(super) fn queue() -> (Outbox, Inbox) {
+    // Every entry holds at least one message, so the message bound is reached first.
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-    let bytes = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(Queued::default());
     (
         Outbox {
             tx,
-            bytes: bytes.clone(),
+            queued: queued.clone(),
         },
-        Inbox { rx, bytes },
+        Inbox { rx, queued },
     )
 }
 
 impl Outbox {
     /// Queues a message without waiting; `false` when the client is too far behind.
     pub(super) fn push(&self, text: String) -> bool {
-        let n = text.len();
-        if self.bytes.fetch_add(n, Ordering::Relaxed) + n > CLIENT_BYTES
-            || self.tx.try_send(text).is_err()
-        {
-            self.bytes.fetch_sub(n, Ordering::Relaxed);
+        self.push_all(vec![text])
+    }
+
+    /// Queues messages, in order, without waiting; `false` (and nothing queued) when the
+    /// client is too far behind.
+    pub(super) fn push_all(&self, texts: Vec<String>) -> bool {
+        let (n, size) = (texts.len(), texts.iter().map(String::len).sum::<usize>());
+        let q = &self.queued;
+        // Both counters are raised first (and both lowered on failure), so they stay exact.
+        let messages = q.messages.fetch_add(n, Ordering::Relaxed) + n;
+        let bytes = q.bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if messages > CLIENT_BUFFER || bytes > CLIENT_BYTES || self.tx.try_send(texts).is_err() {
+            q.messages.fetch_sub(n, Ordering::Relaxed);
+            q.bytes.fetch_sub(size, Ordering::Relaxed);
             return false;
         }
         true
@@ -72,16 +91,23 @@ impl Outbox {
 }
 
 impl Inbox {
-    async fn recv(&mut self) -> Option<String> {
-        let t = self.rx.recv().await?;
-        self.bytes.fetch_sub(t.len(), Ordering::Relaxed);
-        Some(t)
+    fn took(&self, texts: Vec<String>) -> Vec<String> {
+        let size = texts.iter().map(String::len).sum::<usize>();
+        self.queued
+            .messages
+            .fetch_sub(texts.len(), Ordering::Relaxed);
+        self.queued.bytes.fetch_sub(size, Ordering::Relaxed);
+        texts
     }
 
-    fn try_recv(&mut self) -> Option<String> {
+    async fn recv(&mut self) -> Option<Vec<String>> {
+        let t = self.rx.recv().await?;
+        Some(self.took(t))
+    }
+
+    fn try_recv(&mut self) -> Option<Vec<String>> {
         let t = self.rx.try_recv().ok()?;
-        self.bytes.fetch_sub(t.len(), Ordering::Relaxed);
-        Some(t)
+        Some(self.took(t))
     }
 }
 
@@ -102,7 +128,7 @@ impl Kill {
 /// Writes queued messages; on kill, sends a close frame with the reason (bounded in time).
 pub(super) async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: Inbox, kill: Kill) {
     loop {
-        let text = tokio::select! {
+        let texts = tokio::select! {
             biased;
             _ = kill.token.cancelled() => break,
             t = rx.recv() => match t {
@@ -113,11 +139,15 @@ pub(super) async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: Inbox
         // Everything already queued goes out with one flush: far fewer syscalls when a
         // busy topic pushes to many clients.
         let batch = async {
-            sink.feed(Message::Text(text.into())).await?;
-            for _ in 0..WRITE_BATCH {
-                match rx.try_recv() {
-                    Some(t) => sink.feed(Message::Text(t.into())).await?,
-                    None => break,
+            let mut written = texts.len();
+            for t in texts {
+                sink.feed(Message::Text(t.into())).await?;
+            }
+            while written < WRITE_BATCH {
+                let Some(more) = rx.try_recv() else { break };
+                written += more.len();
+                for t in more {
+                    sink.feed(Message::Text(t.into())).await?;
                 }
             }
             sink.flush().await
@@ -160,12 +190,10 @@ pub(super) async fn pump(
     loop {
         match feed.next().await {
             Ok(batch) => {
-                for payload in batch.json() {
-                    let text = push.wrap(payload);
-                    if !out.push(text) {
-                        kill.fire(CLOSE_POLICY, slow_client());
-                        return;
-                    }
+                let texts = batch.json().iter().map(|p| push.wrap(p)).collect();
+                if !out.push_all(texts) {
+                    kill.fire(CLOSE_POLICY, slow_client());
+                    return;
                 }
             }
             Err(Error::ResourceExhausted(reason)) => {
@@ -182,5 +210,36 @@ pub(super) async fn pump(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_refuses_whole_runs_past_its_bounds_and_stays_exact() {
+        let (out, mut inbox) = queue();
+        let counts = |i: &Inbox| {
+            let q = &i.queued;
+            (
+                q.messages.load(Ordering::Relaxed),
+                q.bytes.load(Ordering::Relaxed),
+            )
+        };
+        assert!(out.push_all(vec!["ab".into(), "c".into()]));
+        assert_eq!(counts(&inbox), (2, 3));
+        // Too many messages, then too many bytes: nothing of either run is queued.
+        assert!(!out.push_all(vec![String::new(); CLIENT_BUFFER]));
+        assert!(!out.push("x".repeat(CLIENT_BYTES)));
+        assert_eq!(counts(&inbox), (2, 3));
+        assert!(out.push("d".into()));
+        assert_eq!(
+            inbox.try_recv(),
+            Some(vec!["ab".to_owned(), "c".to_owned()])
+        );
+        assert_eq!(inbox.try_recv(), Some(vec!["d".to_owned()]));
+        assert_eq!(inbox.try_recv(), None);
+        assert_eq!(counts(&inbox), (0, 0));
     }
 }
