@@ -94,7 +94,11 @@ async fn main() -> Result<()> {
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{db_name}\"")))
         .execute(&mut admin)
         .await?;
-    let result = run(&args, &bin, &db_url).await;
+    // Interrupted, the run is dropped: its nodes (killed on drop) and the database go too.
+    let result = tokio::select! {
+        r = run(&args, &bin, &db_url) => r,
+        s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}")),
+    };
     sqlx::raw_sql(AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
     )))
@@ -252,6 +256,18 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     warm.stop.cancel();
     drop((a, b, c));
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, with the signal's name.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// A node as a child process, killed on drop.

@@ -99,6 +99,18 @@ pub async fn measure(n: usize, rate: u64, seconds: u64) -> Result<Vec<u64>> {
 pub async fn sender(n: usize, rate: u64, seconds: u64) -> Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("{}", listener.local_addr()?);
+    // The bench writes one line to start; its end of the pipe closing (it is done, or was
+    // killed before it could stop this process) ends this process, so none is left behind.
+    let (go_tx, go) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut stdin = BufReader::new(tokio::io::stdin());
+        let mut line = String::new();
+        if matches!(stdin.read_line(&mut line).await, Ok(n) if n > 0) {
+            let _ = go_tx.send(());
+            while matches!(stdin.read_line(&mut line).await, Ok(n) if n > 0) {}
+        }
+        std::process::exit(0);
+    });
     let mut joining = JoinSet::new();
     let mut socks = Vec::with_capacity(n);
     while socks.len() < n {
@@ -109,11 +121,7 @@ pub async fn sender(n: usize, rate: u64, seconds: u64) -> Result<()> {
             Some(joined) = joining.join_next() => socks.push(joined??),
         }
     }
-    // Start when the bench is recording.
-    let mut go = String::new();
-    BufReader::new(tokio::io::stdin())
-        .read_line(&mut go)
-        .await?;
+    go.await?; // the bench is recording
     fan_out(socks, rate, seconds).await
 }
 
@@ -202,7 +210,6 @@ async fn fan_out(mut socks: Vec<TcpStream>, rate: u64, seconds: u64) -> Result<(
             s.write_all(&buf).await?;
         }
     }
-    // Leave the sockets open until the bench has stopped its clients (it kills this process).
-    std::future::pending::<()>().await;
-    Ok(())
+    // Leave the sockets open until the bench has stopped its clients and closes stdin.
+    std::future::pending().await
 }
