@@ -22,16 +22,16 @@ use eventrelay::proto::event_relay_client::EventRelayClient;
 use eventrelay::proto::{self, NewEvent};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
 mod live_baselines;
 mod live_clients;
+mod live_nodes;
 
 use live_clients::{Clients, now_micros};
+use live_nodes::{Server, interrupted};
 
 #[derive(Parser)]
 #[command(about = "Cross-node live streaming benchmark (loopback, bounded in time)")]
@@ -65,7 +65,7 @@ struct Args {
     floor_sender: Option<usize>,
 }
 
-const JWT_SECRET: &str = "bench-secret-not-for-production";
+pub(crate) const JWT_SECRET: &str = "bench-secret-not-for-production";
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -256,83 +256,6 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     warm.stop.cancel();
     drop((a, b, c));
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM, with the signal's name.
-async fn interrupted() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
-/// A node as a child process, killed on drop.
-struct Server {
-    child: Child,
-    grpc: SocketAddr,
-    http: SocketAddr,
-}
-
-fn free_port() -> Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-impl Server {
-    async fn start(
-        bin: &std::path::Path,
-        db: &str,
-        redis: &str,
-        cluster: &str,
-        name: &str,
-    ) -> Result<Server> {
-        let (grpc, http) = (free_port()?, free_port()?);
-        let child = Command::new(bin)
-            .arg("serve")
-            .env("DATABASE_URL", db)
-            .env("REDIS_URL", redis)
-            .env("ER_CLUSTER_NAME", cluster)
-            .env("ER_NODE_NAME", name)
-            .env("ER_GRPC_ADDR", grpc.to_string())
-            .env("ER_HTTP_ADDR", http.to_string())
-            .env("ER_JWT_SECRET", JWT_SECRET)
-            .env("ER_RATE_LIMIT_DURABLE_PUBLISH_PER_SECOND", "0")
-            .env("RUST_LOG", "warn,sqlx=error")
-            .stdout(Stdio::null())
-            .spawn()?;
-        let s = Server { child, grpc, http };
-        for _ in 0..200 {
-            let ready = reqwest::get(format!("http://{http}/readyz")).await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return Ok(s);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("node {name} did not become ready")
-    }
-
-    async fn client(&self) -> Result<EventRelayClient<Channel>> {
-        Ok(EventRelayClient::connect(format!("http://{}", self.grpc)).await?)
-    }
-
-    fn rss_kib(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .context("VmRSS")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
