@@ -188,22 +188,31 @@ impl Conn {
     }
 }
 
-/// What every client of a set updates or watches.
+/// What every client of a set updates or watches (the bench reads it through [`Clients`]).
 #[derive(Clone, Default)]
-struct Shared {
-    received: Arc<AtomicU64>,
-    closed: Arc<AtomicU64>,
-    record: Arc<AtomicBool>,
-    stop: CancellationToken,
+pub struct Shared {
+    /// Deliveries counted.
+    pub received: Arc<AtomicU64>,
+    /// Clients whose connection ended (closed by the server, or an error).
+    pub closed: Arc<AtomicU64>,
+    /// Whether latency samples are kept.
+    pub record: Arc<AtomicBool>,
+    /// Ends every client's task.
+    pub stop: CancellationToken,
 }
 
 /// Websocket clients joined to one subscription, counting deliveries.
 pub struct Clients {
     tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>,
-    pub received: Arc<AtomicU64>,
-    pub closed: Arc<AtomicU64>,
-    pub record: Arc<AtomicBool>,
-    pub stop: CancellationToken,
+    shared: Shared,
+}
+
+impl std::ops::Deref for Clients {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 impl Clients {
@@ -226,13 +235,7 @@ impl Clients {
             let conn = conn.context("opening a bench websocket")?;
             tasks.push(tokio::spawn(conn.run(shared.clone())));
         }
-        Ok(Clients {
-            tasks,
-            received: shared.received,
-            closed: shared.closed,
-            record: shared.record,
-            stop: shared.stop,
-        })
+        Ok(Clients { tasks, shared })
     }
 
     /// Latency samples (microseconds) of every client, after `stop`.
