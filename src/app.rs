@@ -21,7 +21,6 @@ use sqlx::postgres::PgConnectOptions;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -242,29 +241,16 @@ pub async fn run(
     // Servers stop accepting when `stop_accepting` fires, after readiness has turned false.
     let stop_accepting = CancellationToken::new();
     let grpc_server = {
-        let stop = stop_accepting.clone();
-        // TCP_NODELAY: small replies (a one-event publish) must not wait for the client's
-        // delayed ACK (~40 ms) under Nagle's algorithm.
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
-            |conn| {
-                conn.and_then(|s| {
-                    s.set_nodelay(true)?;
-                    Ok(s)
-                })
-            },
-        );
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .trace_fn(crate::telemetry::grpc_span)
-                .concurrency_limit_per_connection(256)
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .add_service(health_service)
-                .add_service(reflection)
-                .add_service(reflection_alpha)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await }),
-        )
+        let routes = tonic::service::Routes::new(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .add_service(service);
+        tokio::spawn(grpc::server::serve(
+            routes,
+            listeners.grpc,
+            app.config.grpc_threads(),
+            stop_accepting.clone(),
+        )?)
     };
     let http_server = {
         let stop = stop_accepting.clone();

@@ -5,6 +5,7 @@ mod call;
 mod control;
 mod convert;
 mod keys;
+pub mod server;
 mod status;
 mod stream;
 

@@ -11,6 +11,7 @@ mod auth;
 mod auth_keys;
 mod auth_matrix;
 mod cli;
+mod grpc_threads;
 mod health;
 mod live_access;
 mod live_bus;

@@ -1,0 +1,167 @@
+//! The gRPC listener: one accept loop on the node's runtime hands each connection to one of a
+//! few threads, each running a current-thread runtime with its own tonic server.
+//!
+//! Why not one tonic server on the multi-thread runtime: hyper runs every call as a task of
+//! its own beside its connection's task. On a multi-thread runtime the connection task is
+//! woken (and often run, on the other worker) between the frames of one reply, so a unary
+//! reply goes out as two writes (HEADERS + DATA, then the trailers) and every call costs a
+//! cross-thread wake-up. On a thread of its own a connection's calls and the connection task
+//! take turns: everything queued while the calls ran is written at once, replies of many
+//! calls in one write. Connections are spread over the threads round-robin, so a node still
+//! uses every core for gRPC.
+
+use anyhow::Context;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+/// Connections waiting for their thread; the accept loop waits when a thread falls behind.
+const HANDOFF_QUEUE: usize = 64;
+
+/// Serves `routes` on `listener` with `threads` server threads until `stop` fires, then lets
+/// the calls in flight finish. The returned future ends when every thread has.
+pub fn serve(
+    routes: Routes,
+    listener: TcpListener,
+    threads: usize,
+    stop: CancellationToken,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+    let mut senders = Vec::with_capacity(threads);
+    let mut done = Vec::with_capacity(threads);
+    for i in 0..threads.max(1) {
+        let (tx, rx) = mpsc::channel::<std::net::TcpStream>(HANDOFF_QUEUE);
+        let (done_tx, done_rx) = oneshot::channel();
+        let routes = routes.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("er-grpc-{i}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting a gRPC thread's runtime")
+                    .and_then(|rt| rt.block_on(server_thread(routes, rx, stop)));
+                let _ = done_tx.send(result);
+            })
+            .context("starting a gRPC thread")?;
+        senders.push(tx);
+        done.push(done_rx);
+    }
+    let accept = accept(listener, senders, stop);
+    Ok(async move {
+        accept.await;
+        for d in done {
+            d.await.context("a gRPC thread panicked")??;
+        }
+        Ok(())
+    })
+}
+
+/// Accepts until `stop` fires and hands each connection to the next thread. Dropping the
+/// senders at the end ends each thread's stream of connections.
+async fn accept(
+    listener: TcpListener,
+    senders: Vec<mpsc::Sender<std::net::TcpStream>>,
+    stop: CancellationToken,
+) {
+    let mut next = 0usize;
+    loop {
+        let conn = tokio::select! {
+            _ = stop.cancelled() => return,
+            conn = listener.accept() => conn,
+        };
+        let stream = match conn {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a gRPC connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // TCP_NODELAY: small replies (a one-event publish) must not wait for the client's
+        // delayed ACK (~40 ms) under Nagle's algorithm.
+        let std = stream.set_nodelay(true).and_then(|_| stream.into_std());
+        let Ok(std) = std else { continue };
+        let sender = &senders[next % senders.len()];
+        next = next.wrapping_add(1);
+        if sender.send(std).await.is_err() {
+            return; // that thread is gone: the node is stopping
+        }
+    }
+}
+
+async fn server_thread(
+    routes: Routes,
+    rx: mpsc::Receiver<std::net::TcpStream>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    // Each connection is registered with this thread's reactor, so its I/O and its calls stay
+    // on this thread.
+    let incoming =
+        tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |s| {
+            tokio::net::TcpStream::from_std(s).map(Unvectored)
+        });
+    tonic::transport::Server::builder()
+        .trace_fn(crate::telemetry::grpc_span)
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
+        .await
+        .context("serving gRPC")
+}
+
+/// A connection that says it cannot write vectored. h2 then copies a frame payload under
+/// 1 KiB into its write buffer instead of chaining it as a separate slice (it chains from
+/// 256 bytes when the I/O writes vectored), and a chained payload must be flushed before the
+/// next frame is buffered. A one-event reply (~280 bytes) is such a payload: with vectored
+/// writes every reply costs two `writev` calls (HEADERS + DATA, then the trailers), here the
+/// replies of every call ready at once share one `write`.
+struct Unvectored(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for Unvectored {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Unvectored {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    // `is_write_vectored` keeps its default, false: that is the point of this type.
+}
+
+impl tonic::transport::server::Connected for Unvectored {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
+}
