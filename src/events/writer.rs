@@ -14,8 +14,8 @@ use super::model::{Event, ValidEvent};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::topics::TopicName;
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -187,72 +187,111 @@ impl Writer {
 /// to [`IN_FLIGHT`] such transactions going at once.
 async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
     let mut running = FuturesUnordered::new();
-    let mut pending: Vec<Job> = Vec::new();
-    let mut pending_events = 0usize;
+    let mut queue = Queue::default();
     let mut open = true;
+    // Transactions that have ended, answered once the next one is on its way.
+    let mut ended: Vec<Ended> = Vec::new();
     loop {
+        if open {
+            open = queue.take_from(&mut rx);
+        }
         // Launch what is pending when a slot is free: at once when nothing runs, and beside a
         // running transaction only when enough has queued to be worth a second one.
-        while !pending.is_empty()
+        let mut launched = false;
+        while !queue.jobs.is_empty()
             && (running.is_empty()
-                || (running.len() < IN_FLIGHT && pending_events >= PIPELINE_MIN_EVENTS))
+                || (running.len() < IN_FLIGHT && queue.events >= PIPELINE_MIN_EVENTS))
         {
-            let batch = take_batch(&mut pending, &mut pending_events);
-            running.push(commit(&pool, &topic, batch, &metrics));
+            running.push(commit(&pool, &topic, queue.take_batch()));
+            launched = true;
         }
-        if !open && pending.is_empty() && running.is_empty() {
+        if !ended.is_empty() {
+            // The next transaction is the topic's critical path (it waits for the lock the
+            // last one held), answering is not: send its statement first, so that Postgres
+            // works on it while this thread wakes the requesters (a cross-thread wake-up
+            // each).
+            if launched {
+                while let Some(Some(e)) = running.next().now_or_never() {
+                    ended.push(e);
+                }
+            }
+            for (batch, result) in ended.drain(..).flatten() {
+                settle(&topic, batch, result, &metrics);
+            }
+            continue;
+        }
+        if !open && queue.jobs.is_empty() && running.is_empty() {
             break;
         }
         tokio::select! {
             biased;
-            Some(()) = running.next(), if !running.is_empty() => {}
-            job = rx.recv(), if open && pending_events < MAX_BATCH_EVENTS => match job {
-                Some(job) => {
-                    pending_events += job.events.len();
-                    pending.push(job);
-                    while pending_events < MAX_BATCH_EVENTS {
-                        match rx.try_recv() {
-                            Ok(job) => {
-                                pending_events += job.events.len();
-                                pending.push(job);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                }
+            Some(e) = running.next(), if !running.is_empty() => ended.push(e),
+            job = rx.recv(), if open && queue.events < MAX_BATCH_EVENTS => match job {
+                Some(job) => queue.push(job),
                 None => open = false,
             },
         }
     }
 }
 
-/// The first jobs of `pending` holding up to [`MAX_BATCH_EVENTS`] events (at least one job).
-fn take_batch(pending: &mut Vec<Job>, pending_events: &mut usize) -> Vec<Job> {
-    let mut size = 0;
-    let mut n = 0;
-    for job in pending.iter() {
-        if n > 0 && size + job.events.len() > MAX_BATCH_EVENTS {
-            break;
-        }
-        size += job.events.len();
-        n += 1;
-    }
-    *pending_events -= size;
-    pending.drain(..n).collect()
+/// The requests a lane has received and not yet launched.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    events: usize,
 }
 
-/// Stores one batch and answers its requests.
-async fn commit(pool: &PgPool, topic: &TopicName, batch: Vec<Job>, metrics: &Metrics) {
+impl Queue {
+    fn push(&mut self, job: Job) {
+        self.events += job.events.len();
+        self.jobs.push(job);
+    }
+
+    /// Takes what is waiting in `rx`, up to [`MAX_BATCH_EVENTS`]; false once `rx` is closed.
+    fn take_from(&mut self, rx: &mut mpsc::Receiver<Job>) -> bool {
+        while self.events < MAX_BATCH_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => self.push(job),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
+    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job).
+    fn take_batch(&mut self) -> Vec<Job> {
+        let mut size = 0;
+        let mut n = 0;
+        for job in self.jobs.iter() {
+            if n > 0 && size + job.events.len() > MAX_BATCH_EVENTS {
+                break;
+            }
+            size += job.events.len();
+            n += 1;
+        }
+        self.events -= size;
+        self.jobs.drain(..n).collect()
+    }
+}
+
+/// Requests of an ended transaction (or of its single retries) with their outcomes.
+type Ended = Vec<(Vec<Job>, Result<i64>)>;
+
+/// Stores one batch; the lane answers its requests.
+async fn commit(pool: &PgPool, topic: &TopicName, batch: Vec<Job>) -> Ended {
     match store(pool, topic, &batch).await {
         Err(e) if batch.len() > 1 && !matches!(e, Error::NotFound(_)) => {
             // One bad request must not fail its neighbours: store each on its own.
             tracing::warn!(topic = %topic, error = %e, "batched write failed, retrying singly");
+            let mut ended = Vec::with_capacity(batch.len());
             for job in batch {
                 let result = store(pool, topic, std::slice::from_ref(&job)).await;
-                settle(topic, vec![job], result, metrics);
+                ended.push((vec![job], result));
             }
+            ended
         }
-        result => settle(topic, batch, result, metrics),
+        result => vec![(batch, result)],
     }
 }
 
