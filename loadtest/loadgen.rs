@@ -39,6 +39,8 @@ mod scenarios;
 mod settle;
 #[path = "loadgen/setup.rs"]
 mod setup;
+#[path = "loadgen/threads.rs"]
+mod threads;
 
 use anyhow::{Result, anyhow, bail};
 use args::{Args, Plan};

@@ -5,6 +5,7 @@
 use crate::args::Plan;
 use crate::scenarios::{Measured, Recorder, Window, new_event};
 use crate::setup::connect;
+use crate::threads::ClientThreads;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use eventrelay::proto::NewEvent;
@@ -64,25 +65,36 @@ pub(crate) async fn make_baseline_table(conn: &mut PgConnection, topic: &str) ->
     Ok(())
 }
 
-async fn baseline_connections(plan: &Plan, url: &str) -> Result<Vec<PgConnection>> {
-    let conns = futures::future::try_join_all(
-        (0..plan.concurrency).map(|_| async move { connect(url).await }),
-    )
+/// One connection per client, each opened on the client thread that will use it.
+async fn baseline_connections(
+    plan: &Plan,
+    threads: &ClientThreads,
+    url: &str,
+) -> Result<Vec<PgConnection>> {
+    let conns = futures::future::try_join_all((0..plan.concurrency).map(|w| {
+        let url = url.to_owned();
+        threads.spawn(w, async move { connect(&url).await })
+    }))
     .await
+    .context("a client thread stopped")?
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
     .context("opening the baseline connections")?;
     Ok(conns)
 }
 
 /// Baseline: `rows_per_statement` rows per INSERT (one transaction each, autocommit), one
 /// connection per client, offsets from a counter shared by all clients and both baselines (so
-/// d appends after c, as b appends after a in the topic).
+/// d appends after c, as b appends after a in the topic). Client `w` runs on client thread
+/// `w`, as the gRPC scenarios' clients do.
 pub(crate) async fn baseline(
     plan: &Plan,
+    threads: &ClientThreads,
     url: &str,
     offsets: &Arc<AtomicI64>,
     rows_per_statement: usize,
 ) -> Result<Measured> {
-    let conns = baseline_connections(plan, url).await?;
+    let conns = baseline_connections(plan, threads, url).await?;
     let single_sql: Arc<str> = format!(
         "INSERT INTO bench_baseline {ROW_COLUMNS}
          VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
@@ -93,7 +105,7 @@ pub(crate) async fn baseline(
     for (w, mut conn) in conns.into_iter().enumerate() {
         let offsets = offsets.clone();
         let single_sql = single_sql.clone();
-        workers.push(tokio::spawn(async move {
+        workers.push(threads.spawn(w, async move {
             let mut rec = Recorder::default();
             let mut seq = 0u64;
             let n = rows_per_statement as i64;

@@ -121,7 +121,7 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
         let mut row = ResultRow::measured(
             "c",
             "baseline: INSERT 1 row/transaction",
-            &bounded("c", stage, baseline(plan, url, &offsets, 1)).await?,
+            &bounded("c", stage, baseline(plan, &t.threads, url, &offsets, 1)).await?,
         );
         row.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
             Ok(admin.after(bg).await)
@@ -136,7 +136,7 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
         let mut row = ResultRow::measured(
             "d",
             "baseline: INSERT 100 rows/statement",
-            &bounded("d", stage, baseline(plan, url, &offsets, BATCH)).await?,
+            &bounded("d", stage, baseline(plan, &t.threads, url, &offsets, BATCH)).await?,
         );
         row.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
             Ok(admin.after(bg).await)

@@ -115,7 +115,7 @@ pub(crate) fn print_report(r: &Report) {
     let s = &r.settings;
     println!();
     println!(
-        "er-loadgen: {}; {} clients over {} gRPC channels; {} s per scenario after {} s warm-up; prefill {}{}{}",
+        "er-loadgen: {}; {} clients over {} gRPC channels, on a client thread per core; {} s per scenario after {} s warm-up; prefill {}{}{}",
         s.mode,
         s.concurrency,
         s.channels,

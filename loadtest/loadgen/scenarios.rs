@@ -168,7 +168,7 @@ pub(crate) async fn publish(
         let mut client = t.client(w);
         let auth = t.auth.clone();
         let topic = topic.to_owned();
-        workers.push(tokio::spawn(async move {
+        workers.push(t.spawn(w, async move {
             let mut rec = Recorder::default();
             let mut seq = 0u64;
             while let Some(started) = window.next() {
@@ -212,7 +212,7 @@ pub(crate) async fn pull_walk(plan: &Plan, t: &Target, topic: &str, last: i64) -
         let auth = t.auth.clone();
         let topic = topic.to_owned();
         let start = last * w as i64 / plan.concurrency as i64;
-        workers.push(tokio::spawn(async move {
+        workers.push(t.spawn(w, async move {
             let mut rec = Recorder::default();
             let mut offset = i32::try_from(start).unwrap_or(0);
             while let Some(started) = window.next() {

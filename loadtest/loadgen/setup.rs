@@ -3,6 +3,7 @@
 //! connections.
 
 use crate::MAX_MESSAGE;
+use crate::threads::ClientThreads;
 use anyhow::{Context, Result, anyhow, bail};
 use eventrelay::auth::{ApiKeys, KeyType};
 use eventrelay::proto::event_relay_client::EventRelayClient;
@@ -155,6 +156,8 @@ pub(crate) async fn admin_token(db_url: &str) -> Result<String> {
 /// database for the baselines and the prefill.
 pub(crate) struct Target {
     channels: Vec<Channel>,
+    /// Where the clients run; channel `i` lives on thread `i` (modulo their number).
+    pub(crate) threads: ClientThreads,
     pub(crate) auth: MetadataValue<Ascii>,
     pub(crate) db_url: Option<String>,
 }
@@ -170,17 +173,21 @@ impl Target {
             .context("bad gRPC URL")?
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(60));
+        let threads = ClientThreads::start(channels)?;
         let mut chans = Vec::with_capacity(channels);
-        for _ in 0..channels {
+        for i in 0..channels {
+            let endpoint = endpoint.clone();
             chans.push(
-                endpoint
-                    .connect()
+                threads
+                    .spawn(i, async move { endpoint.connect().await })
                     .await
+                    .context("a client thread stopped")?
                     .with_context(|| format!("connecting to {url}"))?,
             );
         }
         Ok(Target {
             channels: chans,
+            threads,
             auth: format!("Bearer {token}")
                 .parse()
                 .context("the token is not a valid header value")?,
@@ -192,6 +199,15 @@ impl Target {
         EventRelayClient::new(self.channels[i % self.channels.len()].clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// Runs client `i`'s loop on the thread of its channel ([`Target::client`]).
+    pub(crate) fn spawn<F>(&self, i: usize, fut: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.threads.spawn(i % self.channels.len(), fut)
     }
 
     pub(crate) fn request<T>(&self, msg: T) -> tonic::Request<T> {
