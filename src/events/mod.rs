@@ -6,6 +6,7 @@ mod dead_letters;
 mod filter;
 mod insert;
 mod model;
+mod queue;
 mod read;
 mod writer;
 

@@ -1,7 +1,8 @@
 //! Durable writes with group commit. Each topic has one writer lane per node: concurrent
 //! publish requests queue on it, and the lane stores everything queued in one transaction,
 //! with at most two such transactions going at once. The lanes run on a thread of their own
-//! with connections of their own (see [`Engine`]); the statement itself is in `insert.rs`.
+//! with connections of their own (see [`Engine`]); the statement itself is in `insert.rs`, the
+//! queue a lane cuts its batches from in `queue.rs`.
 //!
 //! Offsets: the transaction first bumps `topics.last_offset` with `UPDATE ... RETURNING`,
 //! which row-locks the topic until commit. Every publisher of the topic, on any node, waits
@@ -11,6 +12,7 @@
 
 use super::insert::{self, Columns};
 use super::model::{Event, ValidEvent};
+use super::queue::{Job, MAX_BATCH_EVENTS, Queue};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::topics::TopicName;
@@ -22,8 +24,6 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-/// Most events stored in one transaction.
-const MAX_BATCH_EVENTS: usize = 5_000;
 /// Requests that may wait on one lane; further publishers wait for room (backpressure).
 const LANE_QUEUE: usize = 1_024;
 /// Transactions one lane keeps going at once. They queue on the topic row lock in Postgres, so
@@ -36,13 +36,6 @@ const IN_FLIGHT: usize = 2;
 /// events costs Postgres nearly as much as one of fifty, and measured (er-loadgen, 1-event
 /// requests) splitting them lowered throughput by a quarter.
 const PIPELINE_MIN_EVENTS: usize = 100;
-
-/// One publish request waiting for its lane.
-struct Job {
-    identifier: String,
-    events: Vec<ValidEvent>,
-    reply: oneshot::Sender<Result<Vec<Event>, WriteError>>,
-}
 
 /// Why a write did not store the events.
 #[derive(Debug)]
@@ -231,47 +224,6 @@ async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>, m
                 None => open = false,
             },
         }
-    }
-}
-
-/// The requests a lane has received and not yet launched.
-#[derive(Default)]
-struct Queue {
-    jobs: Vec<Job>,
-    events: usize,
-}
-
-impl Queue {
-    fn push(&mut self, job: Job) {
-        self.events += job.events.len();
-        self.jobs.push(job);
-    }
-
-    /// Takes what is waiting in `rx`, up to [`MAX_BATCH_EVENTS`]; false once `rx` is closed.
-    fn take_from(&mut self, rx: &mut mpsc::Receiver<Job>) -> bool {
-        while self.events < MAX_BATCH_EVENTS {
-            match rx.try_recv() {
-                Ok(job) => self.push(job),
-                Err(mpsc::error::TryRecvError::Empty) => return true,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
-            }
-        }
-        true
-    }
-
-    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job).
-    fn take_batch(&mut self) -> Vec<Job> {
-        let mut size = 0;
-        let mut n = 0;
-        for job in self.jobs.iter() {
-            if n > 0 && size + job.events.len() > MAX_BATCH_EVENTS {
-                break;
-            }
-            size += job.events.len();
-            n += 1;
-        }
-        self.events -= size;
-        self.jobs.drain(..n).collect()
     }
 }
 

@@ -1,0 +1,111 @@
+//! A writer lane's queue: the publish requests it has received and not yet launched, and how
+//! the next transaction's batch is cut from them (at most [`MAX_BATCH_EVENTS`] events, at
+//! least one request). The lane itself is in `writer.rs`.
+
+use super::model::{Event, ValidEvent};
+use super::writer::WriteError;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most events stored in one transaction.
+pub(super) const MAX_BATCH_EVENTS: usize = 5_000;
+
+/// One publish request waiting for its lane.
+pub(super) struct Job {
+    pub(super) identifier: String,
+    pub(super) events: Vec<ValidEvent>,
+    pub(super) reply: oneshot::Sender<Result<Vec<Event>, WriteError>>,
+}
+
+/// The requests a lane has received and not yet launched, and their events' count.
+#[derive(Default)]
+pub(super) struct Queue {
+    pub(super) jobs: Vec<Job>,
+    pub(super) events: usize,
+}
+
+impl Queue {
+    pub(super) fn push(&mut self, job: Job) {
+        self.events += job.events.len();
+        self.jobs.push(job);
+    }
+
+    /// Takes what is waiting in `rx`, up to [`MAX_BATCH_EVENTS`]; false once `rx` is closed
+    /// (after taking what was sent before the close).
+    pub(super) fn take_from(&mut self, rx: &mut mpsc::Receiver<Job>) -> bool {
+        while self.events < MAX_BATCH_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => self.push(job),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
+    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job).
+    pub(super) fn take_batch(&mut self) -> Vec<Job> {
+        let mut size = 0;
+        let mut n = 0;
+        for job in self.jobs.iter() {
+            if n > 0 && size + job.events.len() > MAX_BATCH_EVENTS {
+                break;
+            }
+            size += job.events.len();
+            n += 1;
+        }
+        self.events -= size;
+        self.jobs.drain(..n).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(events: usize) -> Job {
+        let v = crate::events::validate(crate::events::NewEvent {
+            name: "tick".into(),
+            data: "{}".into(),
+            ..Default::default()
+        })
+        .expect("a valid event");
+        Job {
+            identifier: String::new(),
+            events: vec![v; events],
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn take_from_drains_what_waits_and_notices_the_close() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut q = Queue::default();
+        for n in [1, 2, 3] {
+            assert!(tx.try_send(job(n)).is_ok(), "room");
+        }
+        assert!(q.take_from(&mut rx), "open while a sender lives");
+        assert_eq!((q.jobs.len(), q.events), (3, 6));
+        assert!(tx.try_send(job(4)).is_ok(), "room");
+        drop(tx);
+        // Closed: what was sent before the close is still taken, then the close is seen.
+        assert!(!q.take_from(&mut rx), "closed and drained");
+        assert_eq!((q.jobs.len(), q.events), (4, 10));
+    }
+
+    #[test]
+    fn batches_stop_at_the_limit_but_always_take_one_request() {
+        let mut q = Queue::default();
+        q.push(job(MAX_BATCH_EVENTS - 1));
+        q.push(job(2));
+        q.push(job(MAX_BATCH_EVENTS + 5));
+        let first = q.take_batch();
+        assert_eq!(first.len(), 1, "the second request would pass the limit");
+        assert_eq!(q.events, 2 + MAX_BATCH_EVENTS + 5);
+        let second = q.take_batch();
+        assert_eq!(second.len(), 1);
+        // A request larger than the limit on its own still goes, alone.
+        let third = q.take_batch();
+        assert_eq!(third[0].events.len(), MAX_BATCH_EVENTS + 5);
+        assert_eq!((q.jobs.len(), q.events), (0, 0));
+    }
+}
