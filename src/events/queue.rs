@@ -2,9 +2,10 @@
 //! the next transaction's batch is cut from them (at most [`MAX_BATCH_EVENTS`] events, at
 //! least one request). The lane itself is in `writer.rs`.
 
-use super::model::{Event, ValidEvent};
-use super::writer::WriteError;
-use tokio::sync::{mpsc, oneshot};
+use super::handoff::{Mailbox, Reply};
+use super::model::ValidEvent;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// Most events stored in one transaction.
 pub(super) const MAX_BATCH_EVENTS: usize = 5_000;
@@ -13,7 +14,9 @@ pub(super) const MAX_BATCH_EVENTS: usize = 5_000;
 pub(super) struct Job {
     pub(super) identifier: String,
     pub(super) events: Vec<ValidEvent>,
-    pub(super) reply: oneshot::Sender<Result<Vec<Event>, WriteError>>,
+    pub(super) reply: Reply,
+    /// The requester's thread's mailbox, when it has one (see `handoff.rs`).
+    pub(super) home: Option<Arc<Mailbox>>,
 }
 
 /// The requests a lane has received and not yet launched, and their events' count.
@@ -72,7 +75,8 @@ mod tests {
         Job {
             identifier: String::new(),
             events: vec![v; events],
-            reply: oneshot::channel().0,
+            reply: tokio::sync::oneshot::channel().0,
+            home: None,
         }
     }
 

@@ -10,6 +10,7 @@
 //! reader of "offset > N" can never miss a row that commits later. Batching many requests
 //! into one transaction is what keeps that serialisation fast.
 
+use super::handoff::{self, Outbox};
 use super::insert::{self, Columns};
 use super::model::{Event, ValidEvent};
 use super::queue::{Job, MAX_BATCH_EVENTS, Queue};
@@ -144,6 +145,7 @@ impl Writer {
             identifier: identifier.to_owned(),
             events,
             reply,
+            home: handoff::home(),
         };
         let gone = || WriteError::Failed(Error::Unavailable("node is shutting down".into()));
         self.lane(topic).send(job).await.map_err(|_| gone())?;
@@ -184,6 +186,7 @@ async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>, m
     let mut open = true;
     // Transactions that have ended, answered once the next one is on its way.
     let mut ended: Vec<Ended> = Vec::new();
+    let mut outbox = Outbox::default();
     loop {
         if open {
             open = queue.take_from(&mut rx);
@@ -209,8 +212,9 @@ async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>, m
                 }
             }
             for (batch, result) in ended.drain(..).flatten() {
-                settle(&topic, batch, result, &metrics);
+                settle(&topic, batch, result, &metrics, &mut outbox);
             }
+            outbox.deliver();
             continue;
         }
         if !open && queue.jobs.is_empty() && running.is_empty() {
@@ -247,33 +251,42 @@ async fn commit(pool: &PgPool, topic: &TopicName, batch: Vec<Job>) -> Ended {
     }
 }
 
-/// Answers the requests of a batch with the outcome of its transaction.
-fn settle(topic: &TopicName, batch: Vec<Job>, result: Result<i64>, metrics: &Metrics) {
+/// Answers the requests of a batch with the outcome of its transaction (through `out`, which
+/// the lane delivers after the whole round).
+fn settle(
+    topic: &TopicName,
+    batch: Vec<Job>,
+    result: Result<i64>,
+    metrics: &Metrics,
+    out: &mut Outbox,
+) {
     match result {
         Ok(first_offset) => {
             metrics.committed(topic.as_str(), batch.iter().map(|j| j.events.len()).sum());
-            answer(topic, batch, first_offset)
+            answer(topic, batch, first_offset, out)
         }
         Err(Error::NotFound(_)) => {
             for job in batch {
-                let _ = job.reply.send(Err(WriteError::TopicGone(job.events)));
+                let gone = Err(WriteError::TopicGone(job.events));
+                out.answer(job.home.as_ref(), job.reply, gone);
             }
         }
         // A request stored alone gets its own error; a batch's requests get copies.
         Err(e) if batch.len() == 1 => {
             if let Some(job) = batch.into_iter().next() {
-                let _ = job.reply.send(Err(WriteError::Failed(e)));
+                out.answer(job.home.as_ref(), job.reply, Err(WriteError::Failed(e)));
             }
         }
         Err(e) => {
             for job in batch {
-                let _ = job.reply.send(Err(WriteError::Failed(clone_error(&e))));
+                let failed = Err(WriteError::Failed(clone_error(&e)));
+                out.answer(job.home.as_ref(), job.reply, failed);
             }
         }
     }
 }
 
-fn answer(topic: &TopicName, batch: Vec<Job>, first_offset: i64) {
+fn answer(topic: &TopicName, batch: Vec<Job>, first_offset: i64, out: &mut Outbox) {
     let mut offset = first_offset;
     for job in batch {
         let events = job
@@ -286,7 +299,7 @@ fn answer(topic: &TopicName, batch: Vec<Job>, first_offset: i64) {
             })
             .collect();
         // The requester may have gone away (client cancelled); the events are stored anyway.
-        let _ = job.reply.send(Ok(events));
+        out.answer(job.home.as_ref(), job.reply, Ok(events));
     }
 }
 

@@ -99,6 +99,8 @@ async fn server_thread(
     rx: mpsc::Receiver<std::net::TcpStream>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Publishes made here are answered in bulk, one wake-up of this thread per batch.
+    crate::events::install_mailbox();
     // Each connection is registered with this thread's reactor, so its I/O and its calls stay
     // on this thread.
     let incoming =
