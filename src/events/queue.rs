@@ -5,7 +5,8 @@
 use super::handoff::{Mailbox, Reply};
 use super::model::ValidEvent;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::{Notify, mpsc};
 
 /// Most events stored in one transaction.
 pub(super) const MAX_BATCH_EVENTS: usize = 5_000;
@@ -19,15 +20,72 @@ pub(super) struct Job {
     pub(super) home: Option<Arc<Mailbox>>,
 }
 
+/// Events sent to a lane that the lane has not taken yet, counted by its senders. While a
+/// transaction runs, the lane does not listen to its channel (each message would wake the
+/// writer thread, for nothing: the requests wait for the transaction's end anyway); it is
+/// woken only when this count reaches the size worth a second transaction.
+pub(super) struct Waiting {
+    events: AtomicUsize,
+    enough: Notify,
+    threshold: usize,
+}
+
+impl Waiting {
+    pub(super) fn new(threshold: usize) -> Self {
+        Waiting {
+            events: AtomicUsize::new(0),
+            enough: Notify::new(),
+            threshold,
+        }
+    }
+
+    /// A sender is about to send `n` events.
+    pub(super) fn add(&self, n: usize) {
+        let before = self.events.fetch_add(n, Ordering::SeqCst);
+        if before < self.threshold && before + n >= self.threshold {
+            self.enough.notify_one();
+        }
+    }
+
+    /// Events sent and not taken yet.
+    pub(super) fn events(&self) -> usize {
+        self.events.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once [`Waiting::add`] has crossed the threshold since it last resolved.
+    pub(super) async fn enough(&self) {
+        self.enough.notified().await
+    }
+
+    fn taken(&self, n: usize) {
+        // Saturating: a job pushed without a count (tests) must not wrap it.
+        let _ = self
+            .events
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| {
+                Some(e.saturating_sub(n))
+            });
+    }
+}
+
 /// The requests a lane has received and not yet launched, and their events' count.
-#[derive(Default)]
 pub(super) struct Queue {
     pub(super) jobs: Vec<Job>,
     pub(super) events: usize,
+    pub(super) waiting: Arc<Waiting>,
 }
 
 impl Queue {
+    pub(super) fn new(waiting: Arc<Waiting>) -> Self {
+        Queue {
+            jobs: Vec::new(),
+            events: 0,
+            waiting,
+        }
+    }
+
+    /// Takes a job received from the lane's channel.
     pub(super) fn push(&mut self, job: Job) {
+        self.waiting.taken(job.events.len());
         self.events += job.events.len();
         self.jobs.push(job);
     }
@@ -83,7 +141,7 @@ mod tests {
     #[test]
     fn take_from_drains_what_waits_and_notices_the_close() {
         let (tx, mut rx) = mpsc::channel(8);
-        let mut q = Queue::default();
+        let mut q = Queue::new(Arc::new(Waiting::new(100)));
         for n in [1, 2, 3] {
             assert!(tx.try_send(job(n)).is_ok(), "room");
         }
@@ -98,7 +156,7 @@ mod tests {
 
     #[test]
     fn batches_stop_at_the_limit_but_always_take_one_request() {
-        let mut q = Queue::default();
+        let mut q = Queue::new(Arc::new(Waiting::new(100)));
         q.push(job(MAX_BATCH_EVENTS - 1));
         q.push(job(2));
         q.push(job(MAX_BATCH_EVENTS + 5));
@@ -111,5 +169,29 @@ mod tests {
         let third = q.take_batch();
         assert_eq!(third[0].events.len(), MAX_BATCH_EVENTS + 5);
         assert_eq!((q.jobs.len(), q.events), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn waiting_wakes_the_lane_only_when_the_threshold_is_crossed() {
+        use futures::FutureExt;
+        let w = Waiting::new(10);
+        w.add(4);
+        w.add(5);
+        assert!(w.enough().now_or_never().is_none(), "9 of 10: no wake-up");
+        w.add(3);
+        assert_eq!(w.events(), 12);
+        assert!(w.enough().now_or_never().is_some(), "crossed: one wake-up");
+        w.add(1);
+        assert!(
+            w.enough().now_or_never().is_none(),
+            "already past: none again"
+        );
+        // The lane takes the jobs: the count falls (never below zero) and can cross again.
+        let mut q = Queue::new(Arc::new(w));
+        q.push(job(8));
+        q.push(job(8));
+        assert_eq!(q.waiting.events(), 0);
+        q.waiting.add(10);
+        assert!(q.waiting.enough().now_or_never().is_some());
     }
 }

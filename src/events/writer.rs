@@ -13,7 +13,7 @@
 use super::handoff::{self, Outbox};
 use super::insert::{self, Columns};
 use super::model::{Event, ValidEvent};
-use super::queue::{Job, MAX_BATCH_EVENTS, Queue};
+use super::queue::{Job, MAX_BATCH_EVENTS, Queue, Waiting};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::topics::TopicName;
@@ -54,10 +54,17 @@ pub struct Writer {
     /// pool is not used for writes.
     pool: PgPool,
     // A std mutex: held only to find or insert a lane's sender.
-    lanes: Arc<Mutex<HashMap<TopicName, mpsc::Sender<Job>>>>,
+    lanes: Arc<Mutex<HashMap<TopicName, LaneTx>>>,
     tracker: TaskTracker,
     metrics: Metrics,
     engine: Arc<Engine>,
+}
+
+/// A lane's channel and its count of events sent and not yet taken.
+#[derive(Clone)]
+struct LaneTx {
+    tx: mpsc::Sender<Job>,
+    waiting: Arc<Waiting>,
 }
 
 /// The lanes' own thread and runtime. A lane's transactions are serial, so every moment
@@ -148,7 +155,10 @@ impl Writer {
             home: handoff::home(),
         };
         let gone = || WriteError::Failed(Error::Unavailable("node is shutting down".into()));
-        self.lane(topic).send(job).await.map_err(|_| gone())?;
+        let lane = self.lane(topic);
+        // Counted before it is sent, so the lane never takes a job it was not told of.
+        lane.waiting.add(job.events.len());
+        lane.tx.send(job).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -163,26 +173,42 @@ impl Writer {
         self.engine.stop.cancel();
     }
 
-    fn lane(&self, topic: &TopicName) -> mpsc::Sender<Job> {
+    fn lane(&self, topic: &TopicName) -> LaneTx {
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = lanes.get(topic) {
-            return tx.clone();
+        if let Some(lane) = lanes.get(topic) {
+            return lane.clone();
         }
         let (tx, rx) = mpsc::channel(LANE_QUEUE);
-        lanes.insert(topic.clone(), tx.clone());
+        let lane = LaneTx {
+            tx,
+            waiting: Arc::new(Waiting::new(PIPELINE_MIN_EVENTS)),
+        };
+        lanes.insert(topic.clone(), lane.clone());
+        let queue = Queue::new(lane.waiting.clone());
         self.tracker.spawn_on(
-            run_lane(self.pool.clone(), topic.clone(), rx, self.metrics.clone()),
+            run_lane(
+                self.pool.clone(),
+                topic.clone(),
+                rx,
+                queue,
+                self.metrics.clone(),
+            ),
             &self.engine.handle,
         );
-        tx
+        lane
     }
 }
 
 /// Takes whatever is queued, stores it in one transaction, answers every request; keeps up
 /// to [`IN_FLIGHT`] such transactions going at once.
-async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>, metrics: Metrics) {
+async fn run_lane(
+    pool: PgPool,
+    topic: TopicName,
+    mut rx: mpsc::Receiver<Job>,
+    mut queue: Queue,
+    metrics: Metrics,
+) {
     let mut running = FuturesUnordered::new();
-    let mut queue = Queue::default();
     let mut open = true;
     // Transactions that have ended, answered once the next one is on its way.
     let mut ended: Vec<Ended> = Vec::new();
@@ -220,13 +246,22 @@ async fn run_lane(pool: PgPool, topic: TopicName, mut rx: mpsc::Receiver<Job>, m
         if !open && queue.jobs.is_empty() && running.is_empty() {
             break;
         }
+        // Listen to the channel only when what arrives could be launched: when idle, or when a
+        // second transaction could start and enough waits for one. Otherwise arrivals wait in
+        // the channel (taken at the top of the loop when a transaction ends) without waking
+        // this thread, and only the count crossing the threshold does.
+        let room = open && queue.events < MAX_BATCH_EVENTS;
+        let second = !running.is_empty() && running.len() < IN_FLIGHT;
+        let enough = queue.events + queue.waiting.events() >= PIPELINE_MIN_EVENTS;
+        let waiting = queue.waiting.clone();
         tokio::select! {
             biased;
             Some(e) = running.next(), if !running.is_empty() => ended.push(e),
-            job = rx.recv(), if open && queue.events < MAX_BATCH_EVENTS => match job {
+            job = rx.recv(), if room && (running.is_empty() || (second && enough)) => match job {
                 Some(job) => queue.push(job),
                 None => open = false,
             },
+            () = waiting.enough(), if room && second && !enough => {}
         }
     }
 }
