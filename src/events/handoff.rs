@@ -59,9 +59,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Events a mailbox's gathered answers may hold before they are delivered without waiting
+/// for the rest of the round: large answers (100-event requests) take long enough to build
+/// that their requesters should start encoding while the lane builds the next ones.
+const DELIVER_EARLY_EVENTS: usize = 256;
+
 /// A lane's answers being gathered, per mailbox, until [`Outbox::deliver`].
 #[derive(Default)]
-pub(super) struct Outbox(Vec<(Arc<Mailbox>, Vec<Answer>)>);
+pub(super) struct Outbox(Vec<(Arc<Mailbox>, Vec<Answer>, usize)>);
 
 impl Outbox {
     /// Queues an answer for `home`'s thread, or answers at once without a mailbox.
@@ -75,20 +80,37 @@ impl Outbox {
             let _ = reply.send(answer);
             return;
         };
+        let events = answer.as_ref().map_or(0, Vec::len);
         // A handful of threads at most: a linear search is the cheapest lookup.
-        match self.0.iter_mut().find(|(m, _)| Arc::ptr_eq(m, home)) {
-            Some((_, answers)) => answers.push((reply, answer)),
-            None => self.0.push((home.clone(), vec![(reply, answer)])),
+        let i = match self.0.iter().position(|(m, _, _)| Arc::ptr_eq(m, home)) {
+            Some(i) => i,
+            None => {
+                self.0.push((home.clone(), Vec::new(), 0));
+                self.0.len() - 1
+            }
+        };
+        let (mailbox, answers, held) = &mut self.0[i];
+        answers.push((reply, answer));
+        *held += events;
+        if *held >= DELIVER_EARLY_EVENTS {
+            hand_over(mailbox, std::mem::take(answers));
+            *held = 0;
         }
     }
 
-    /// Hands every gathered answer over: one lock and one wake-up per mailbox.
+    /// Hands every answer still gathered over: one lock and one wake-up per mailbox.
     pub(super) fn deliver(&mut self) {
-        for (mailbox, answers) in self.0.drain(..) {
-            lock(&mailbox.answers).extend(answers);
-            mailbox.ready.notify_one();
+        for (mailbox, answers, _) in self.0.drain(..) {
+            if !answers.is_empty() {
+                hand_over(&mailbox, answers);
+            }
         }
     }
+}
+
+fn hand_over(mailbox: &Mailbox, answers: Vec<Answer>) {
+    lock(&mailbox.answers).extend(answers);
+    mailbox.ready.notify_one();
 }
 
 #[cfg(test)]
@@ -135,5 +157,33 @@ mod tests {
         let (tx, mut rx) = oneshot::channel();
         Outbox::default().answer(None, tx, Ok(Vec::new()));
         assert!(rx.try_recv().expect("answered").is_ok());
+    }
+
+    #[test]
+    fn large_answers_go_without_waiting_for_the_round() {
+        let valid = crate::events::validate(crate::events::NewEvent {
+            name: "tick".into(),
+            data: "{}".into(),
+            ..Default::default()
+        })
+        .expect("valid");
+        let event = Event::from_valid(valid, "t", "", 1);
+        let mailbox = Arc::new(Mailbox::default());
+        let mut out = Outbox::default();
+        let (small, _rs) = oneshot::channel();
+        out.answer(Some(&mailbox), small, Ok(vec![event.clone()]));
+        assert!(
+            lock(&mailbox.answers).is_empty(),
+            "a small answer waits for the round"
+        );
+        let (large, _rl) = oneshot::channel();
+        out.answer(Some(&mailbox), large, Ok(vec![event; DELIVER_EARLY_EVENTS]));
+        assert_eq!(lock(&mailbox.answers).len(), 2, "both handed over at once");
+        out.deliver();
+        assert_eq!(
+            lock(&mailbox.answers).len(),
+            2,
+            "nothing left to deliver twice"
+        );
     }
 }
