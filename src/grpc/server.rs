@@ -2,13 +2,11 @@
 //! few threads, each running a current-thread runtime with its own tonic server.
 //!
 //! Why not one tonic server on the multi-thread runtime: hyper runs every call as a task of
-//! its own beside its connection's task. On a multi-thread runtime the connection task is
-//! woken (and often run, on the other worker) between the frames of one reply, so a unary
-//! reply goes out as two writes (HEADERS + DATA, then the trailers) and every call costs a
-//! cross-thread wake-up. On a thread of its own a connection's calls and the connection task
-//! take turns: everything queued while the calls ran is written at once, replies of many
-//! calls in one write. Connections are spread over the threads round-robin, so a node still
-//! uses every core for gRPC.
+//! its own beside its connection's task, and on a multi-thread runtime each hand-off between
+//! the two is a cross-thread wake-up. On a thread of its own a connection's calls and its
+//! connection task take turns: the replies of the calls that became ready together are
+//! written together (with [`Unvectored`], in one write). Connections are spread over the
+//! threads round-robin, so a node still uses every core for gRPC.
 
 use anyhow::Context;
 use std::future::Future;
