@@ -9,45 +9,22 @@
 //! the clients ran go out in one write. The Postgres baselines run on the same threads, so
 //! both sides of every ratio are driven the same way.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use eventrelay::rt::ThreadRuntime;
 use std::future::Future;
-use tokio::runtime::Handle;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The threads; dropping this ends them (after their current tasks yield).
-pub(crate) struct ClientThreads {
-    handles: Vec<Handle>,
-    _stop: Vec<oneshot::Sender<()>>,
-}
+pub(crate) struct ClientThreads(Vec<ThreadRuntime>);
 
 impl ClientThreads {
     /// One thread per core, at most `most`.
     pub(crate) fn start(most: usize) -> Result<ClientThreads> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let n = most.clamp(1, cores);
-        let mut handles = Vec::with_capacity(n);
-        let mut stop = Vec::with_capacity(n);
-        for i in 0..n {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting a client thread's runtime")?;
-            handles.push(rt.handle().clone());
-            let (tx, rx) = oneshot::channel::<()>();
-            stop.push(tx);
-            std::thread::Builder::new()
-                .name(format!("er-client-{i}"))
-                .spawn(move || {
-                    // Runs the thread's tasks until the sender is dropped.
-                    let _ = rt.block_on(rx);
-                })
-                .context("starting a client thread")?;
-        }
-        Ok(ClientThreads {
-            handles,
-            _stop: stop,
-        })
+        let threads = (0..most.clamp(1, cores))
+            .map(|i| ThreadRuntime::start(format!("er-client-{i}")))
+            .collect::<Result<_>>()?;
+        Ok(ClientThreads(threads))
     }
 
     /// Runs `fut` on thread `i` (modulo the number of threads).
@@ -56,6 +33,6 @@ impl ClientThreads {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.handles[i % self.handles.len()].spawn(fut)
+        self.0[i % self.0.len()].handle().spawn(fut)
     }
 }

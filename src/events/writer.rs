@@ -75,44 +75,7 @@ struct LaneTx {
 /// multi-row baseline before, 0.97-1.07 x in four runs after; docs/benchmarks.md). One thread
 /// serves every lane: a lane's own CPU work is a few microseconds per event, the rest is
 /// Postgres. The runtime stops when the last `Writer` clone is dropped or at shutdown.
-struct Engine {
-    handle: tokio::runtime::Handle,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl Engine {
-    async fn start() -> anyhow::Result<Engine> {
-        let (tx, rx) = oneshot::channel();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("er-writer".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                match rt {
-                    Ok(rt) => {
-                        let _ = tx.send(Ok(rt.handle().clone()));
-                        rt.block_on(stopped.cancelled());
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                    }
-                }
-            })?;
-        Ok(Engine {
-            handle: rx.await??,
-            stop,
-        })
-    }
-}
+type Engine = crate::rt::ThreadRuntime;
 
 impl Writer {
     /// Starts the writer thread with a pool of `connections` opened like `pool`'s (on that
@@ -124,10 +87,10 @@ impl Writer {
         tracker: TaskTracker,
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
-        let engine = Arc::new(Engine::start().await?);
+        let engine = Arc::new(Engine::start("er-writer")?);
         let opts = (*pool.connect_options()).clone();
         let pool = engine
-            .handle
+            .handle()
             .spawn(crate::db::connect_with(opts, connections))
             .await??;
         Ok(Writer {
@@ -170,7 +133,7 @@ impl Writer {
     /// After the lanes have ended: closes the writer's connections and stops its thread.
     pub async fn shutdown(&self) {
         self.pool.close().await;
-        self.engine.stop.cancel();
+        self.engine.stop();
     }
 
     fn lane(&self, topic: &TopicName) -> LaneTx {
@@ -193,7 +156,7 @@ impl Writer {
                 queue,
                 self.metrics.clone(),
             ),
-            &self.engine.handle,
+            self.engine.handle(),
         );
         lane
     }

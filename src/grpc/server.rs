@@ -8,11 +8,12 @@
 //! written together (with [`Unvectored`], in one write). Connections are spread over the
 //! threads round-robin, so a node still uses every core for gRPC.
 
+use crate::rt::ThreadRuntime;
 use anyhow::Context;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
@@ -28,31 +29,22 @@ pub fn serve(
     stop: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
     let mut senders = Vec::with_capacity(threads);
-    let mut done = Vec::with_capacity(threads);
+    let mut servers = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
         let (tx, rx) = mpsc::channel::<std::net::TcpStream>(HANDOFF_QUEUE);
-        let (done_tx, done_rx) = oneshot::channel();
-        let routes = routes.clone();
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name(format!("er-grpc-{i}"))
-            .spawn(move || {
-                let result = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .context("starting a gRPC thread's runtime")
-                    .and_then(|rt| rt.block_on(server_thread(routes, rx, stop)));
-                let _ = done_tx.send(result);
-            })
-            .context("starting a gRPC thread")?;
+        let thread = ThreadRuntime::start(format!("er-grpc-{i}"))?;
+        let server = thread
+            .handle()
+            .spawn(server_thread(routes.clone(), rx, stop.clone()));
         senders.push(tx);
-        done.push(done_rx);
+        servers.push((thread, server));
     }
     let accept = accept(listener, senders, stop);
     Ok(async move {
         accept.await;
-        for d in done {
-            d.await.context("a gRPC thread panicked")??;
+        // Each thread stops (its `ThreadRuntime` dropped) once its server has drained.
+        for (_thread, server) in servers {
+            server.await.context("a gRPC thread's server panicked")??;
         }
         Ok(())
     })

@@ -1,0 +1,69 @@
+//! A named thread running a current-thread tokio runtime of its own, until stopped or dropped.
+//! The node runs its writer lanes and its gRPC connections on such threads, and the load
+//! generator its clients: work that should wake on its own thread, not queue behind whatever
+//! the multi-thread runtime's workers are doing (the reasons are with each user).
+
+use anyhow::Context;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+/// The thread and its runtime; dropping this stops them (tasks still on it are dropped).
+pub struct ThreadRuntime {
+    handle: Handle,
+    stop: CancellationToken,
+}
+
+impl ThreadRuntime {
+    /// Builds the runtime here and starts the thread `name` that drives it.
+    pub fn start(name: impl Into<String>) -> anyhow::Result<ThreadRuntime> {
+        let name = name.into();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .with_context(|| format!("starting {name}'s runtime"))?;
+        let handle = rt.handle().clone();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || rt.block_on(stopped.cancelled()))
+            .with_context(|| format!("starting thread {name}"))?;
+        Ok(ThreadRuntime { handle, stop })
+    }
+
+    /// Spawns work on this thread.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Stops the thread once its current task yields.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for ThreadRuntime {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn work_runs_on_the_named_thread_and_stops_with_it() {
+        let rt = ThreadRuntime::start("er-test-rt").expect("start");
+        let name = rt
+            .handle()
+            .spawn(async { std::thread::current().name().map(str::to_owned) })
+            .await
+            .expect("task");
+        assert_eq!(name.as_deref(), Some("er-test-rt"));
+        let pending = rt.handle().spawn(std::future::pending::<()>());
+        drop(rt);
+        // The runtime's end drops the task still on it.
+        assert!(pending.await.expect_err("dropped").is_cancelled());
+    }
+}
