@@ -161,13 +161,7 @@ mod tests {
 
     #[test]
     fn large_answers_go_without_waiting_for_the_round() {
-        let valid = crate::events::validate(crate::events::NewEvent {
-            name: "tick".into(),
-            data: "{}".into(),
-            ..Default::default()
-        })
-        .expect("valid");
-        let event = Event::from_valid(valid, "t", "", 1);
+        let event = Event::from_valid(super::super::model::tick(), "t", "", 1);
         let mailbox = Arc::new(Mailbox::default());
         let mut out = Outbox::default();
         let (small, _rs) = oneshot::channel();

@@ -248,6 +248,17 @@ pub fn validate(mut e: NewEvent) -> Result<ValidEvent, Box<Refused>> {
     }
 }
 
+/// A valid one-event publish for unit tests of the write path.
+#[cfg(test)]
+pub(super) fn tick() -> ValidEvent {
+    validate(NewEvent {
+        name: "tick".into(),
+        data: "{}".into(),
+        ..Default::default()
+    })
+    .expect("a valid event")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

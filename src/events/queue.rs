@@ -124,15 +124,9 @@ mod tests {
     use super::*;
 
     fn job(events: usize) -> Job {
-        let v = crate::events::validate(crate::events::NewEvent {
-            name: "tick".into(),
-            data: "{}".into(),
-            ..Default::default()
-        })
-        .expect("a valid event");
         Job {
             identifier: String::new(),
-            events: vec![v; events],
+            events: vec![super::super::model::tick(); events],
             reply: tokio::sync::oneshot::channel().0,
             home: None,
         }
