@@ -6,6 +6,7 @@ mod dead_letters;
 mod filter;
 mod handoff;
 mod insert;
+mod mark;
 mod model;
 mod queue;
 mod read;

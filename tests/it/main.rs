@@ -17,6 +17,7 @@ mod live_access;
 mod live_bus;
 mod live_grpc;
 mod live_ws;
+mod marks;
 mod offsets;
 mod publish;
 mod pull;

@@ -1,6 +1,7 @@
 //! The offset guarantee: with many concurrent publishers on two nodes, a reader that asks
 //! for "after the last offset I saw" sees every offset exactly once, in order, with no gap,
-//! even while publishes are still committing. (A plain sequence fails this.)
+//! even while publishes are still committing (synchronously or not). (A plain sequence fails
+//! this.)
 
 use crate::helpers::*;
 use eventrelay::proto::{PublishEventsRequest, PullEventsRequest};
@@ -22,7 +23,14 @@ async fn concurrent_publishers_never_let_a_reader_skip() {
             let mut api = c.client(p % 2).await;
             let mut n = 0usize;
             for r in 0..REQUESTS {
-                let size = 1 + (p + r) % 4;
+                // Mostly small requests; every eighth a large one, so batches of both kinds
+                // commit side by side: small ones synchronously, large ones (200 events and
+                // more) without waiting for the flush, made visible by a later mark.
+                let size = if r % 8 == p % 8 {
+                    200 + p
+                } else {
+                    1 + (p + r) % 4
+                };
                 let events = (0..size).map(|_| event("tick", "{}")).collect();
                 let out = api
                     .publish_events(authed(
