@@ -99,6 +99,27 @@ async fn rows_above_the_mark_stay_hidden_until_a_sweep_raises_it() {
     assert_eq!(next[0].offset, 5);
 }
 
+/// Rows `from..=to` written straight into `legacy_events` with only `topics.last_offset`
+/// moved, as an older node or a bulk load leaves them.
+async fn bulk_load(c: &TestCluster, from: i64, to: i64) {
+    let mut tx = c.pool.begin().await.unwrap();
+    sqlx::query(
+        r#"INSERT INTO legacy_events ("offset", id, name, data, occurred_at)
+           SELECT g, gen_random_uuid(), 'bulk', '{}', now() FROM generate_series($1, $2) g"#,
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE topics SET last_offset = $1 WHERE name = 'legacy'")
+        .bind(to)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 #[tokio::test]
 async fn publishing_continues_from_offsets_set_outside_the_reservation() {
     // Topics written before migration 0005 (or by an older node, or by a bulk load that only
@@ -106,30 +127,10 @@ async fn publishing_continues_from_offsets_set_outside_the_reservation() {
     // after the larger counter and never reuses an offset.
     let c = TestCluster::start(1).await;
     create_topic(&c, "legacy").await;
-    sqlx::query(
-        r#"INSERT INTO legacy_events ("offset", id, name, data, occurred_at)
-           SELECT g, gen_random_uuid(), 'old', '{}', now() FROM generate_series(1, 7) g"#,
-    )
-    .execute(&c.pool)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE topics SET last_offset = 7 WHERE name = 'legacy'")
-        .execute(&c.pool)
-        .await
-        .unwrap();
+    bulk_load(&c, 1, 7).await;
     let small = publish(&c, 0, "legacy", vec![event("new", "{}")]).await;
     assert_eq!(small[0].offset, 8);
-    sqlx::query(
-        r#"INSERT INTO legacy_events ("offset", id, name, data, occurred_at)
-           SELECT g, gen_random_uuid(), 'bulk', '{}', now() FROM generate_series(9, 20) g"#,
-    )
-    .execute(&c.pool)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE topics SET last_offset = 20 WHERE name = 'legacy'")
-        .execute(&c.pool)
-        .await
-        .unwrap();
+    bulk_load(&c, 9, 20).await;
     let large = publish(
         &c,
         0,
