@@ -19,7 +19,7 @@ use sqlx::PgPool;
 pub(super) async fn store(
     pool: &PgPool,
     topic: &TopicName,
-    cols: Columns,
+    cols: Columns<'_>,
     durable: bool,
 ) -> Result<i64> {
     // One statement, one round trip, in its own implicit transaction: reserve the offsets
@@ -92,23 +92,24 @@ pub(super) async fn store(
     first.ok_or_else(|| Error::not_found("Topic not found"))
 }
 
-/// Column arrays for UNNEST.
-pub(super) struct Columns {
+/// Column arrays for UNNEST, borrowing the events' text (the batch outlives the statement),
+/// so building them copies no string; only the context is encoded anew.
+pub(super) struct Columns<'a> {
     id: Vec<uuid::Uuid>,
-    name: Vec<String>,
-    identifier: Vec<String>,
-    data: Vec<String>,
-    source: Vec<String>,
-    group_key: Vec<String>,
-    reference_key: Vec<String>,
-    trace_key: Vec<String>,
-    user_id: Vec<String>,
-    anonymous_id: Vec<String>,
+    name: Vec<&'a str>,
+    identifier: Vec<&'a str>,
+    data: Vec<&'a str>,
+    source: Vec<&'a str>,
+    group_key: Vec<&'a str>,
+    reference_key: Vec<&'a str>,
+    trace_key: Vec<&'a str>,
+    user_id: Vec<&'a str>,
+    anonymous_id: Vec<&'a str>,
     occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
     context: Vec<String>,
 }
 
-impl Columns {
+impl<'a> Columns<'a> {
     pub(super) fn with_capacity(n: usize) -> Self {
         Columns {
             id: Vec::with_capacity(n),
@@ -126,18 +127,18 @@ impl Columns {
         }
     }
 
-    pub(super) fn push(&mut self, identifier: &str, v: &ValidEvent) {
+    pub(super) fn push(&mut self, identifier: &'a str, v: &'a ValidEvent) {
         let e = &v.event;
         self.id.push(v.id);
-        self.name.push(e.name.clone());
-        self.identifier.push(identifier.to_owned());
-        self.data.push(e.data.clone());
-        self.source.push(e.source.clone());
-        self.group_key.push(e.group_key.clone());
-        self.reference_key.push(e.reference_key.clone());
-        self.trace_key.push(e.trace_key.clone());
-        self.user_id.push(e.user_id.clone());
-        self.anonymous_id.push(e.anonymous_id.clone());
+        self.name.push(&e.name);
+        self.identifier.push(identifier);
+        self.data.push(&e.data);
+        self.source.push(&e.source);
+        self.group_key.push(&e.group_key);
+        self.reference_key.push(&e.reference_key);
+        self.trace_key.push(&e.trace_key);
+        self.user_id.push(&e.user_id);
+        self.anonymous_id.push(&e.anonymous_id);
         self.occurred_at.push(v.occurred_at);
         self.context
             .push(serde_json::to_string(&e.context).unwrap_or_else(|_| "{}".into()));
