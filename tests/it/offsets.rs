@@ -24,7 +24,7 @@ async fn concurrent_publishers_never_let_a_reader_skip() {
             let mut n = 0usize;
             for r in 0..REQUESTS {
                 // Mostly small requests; every eighth a large one, so batches of both kinds
-                // commit side by side: small ones synchronously, large ones (200 events and
+                // commit side by side: small ones synchronously, large ones (100 events and
                 // more) without waiting for the flush, made visible by a later mark.
                 let size = if r % 8 == p % 8 {
                     200 + p
