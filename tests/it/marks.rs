@@ -148,3 +148,62 @@ async fn publishing_continues_from_offsets_set_outside_the_reservation() {
         "no offset reused or skipped"
     );
 }
+
+#[tokio::test]
+async fn a_failed_mark_is_reported_and_a_later_sweep_still_shows_the_events() {
+    let c = TestCluster::start(1).await;
+    create_topic(&c, "stuck").await;
+    // A real fault in Postgres, not a stand-in: while this trigger exists, nothing can raise
+    // the topic's mark.
+    sqlx::raw_sql(
+        r#"CREATE FUNCTION refuse_marks() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'marks refused by the test'; END $$;
+           CREATE TRIGGER refuse_marks BEFORE UPDATE OF last_offset ON topics
+           FOR EACH ROW EXECUTE FUNCTION refuse_marks();"#,
+    )
+    .execute(&c.pool)
+    .await
+    .unwrap();
+    // Large enough to commit without the flush: the rows commit, the mark fails.
+    let events: Vec<_> = (0..150).map(|_| event("tick", "{}")).collect();
+    let refused = c
+        .client(0)
+        .await
+        .publish_events(authed(
+            &c.admin,
+            eventrelay::proto::PublishEventsRequest {
+                topic: "stuck".into(),
+                events,
+                durable: true,
+            },
+        ))
+        .await;
+    let status = refused.expect_err("the publish must not be acknowledged");
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unavailable,
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains("could not be confirmed durable"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(pull_all(&c, 0, "stuck").await.events.len(), 0);
+
+    // Once marks work again, the sweep shows what was written (at least once).
+    sqlx::raw_sql("DROP TRIGGER refuse_marks ON topics")
+        .execute(&c.pool)
+        .await
+        .unwrap();
+    let mut seen = 0;
+    for _ in 0..300 {
+        seen = pull_all(&c, 0, "stuck").await.events.len();
+        if seen == 150 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, 150, "the sweep made the written events visible");
+}
