@@ -31,10 +31,11 @@ use tokio_util::task::TaskTracker;
 
 /// Requests that may wait on one lane; further publishers wait for room (backpressure).
 const LANE_QUEUE: usize = 1_024;
-/// Transactions one lane keeps going at once. They queue on the topic row lock in Postgres, so
-/// offsets still follow commit order; meanwhile the waiting one has already been sent, decoded
-/// and had its JSON parsed (see [`store`]), so the lock is held only for the inserts and the
-/// commit, and one core parses while the other inserts.
+/// Transactions one lane keeps going at once. They queue on the topic's offset lock (its
+/// `topic_offsets` row) in Postgres, so offsets still follow commit order; meanwhile the
+/// waiting one has already been sent, decoded and had its JSON parsed (see [`store`]), so the
+/// lock is held only for the inserts and the commit, and one core parses while the other
+/// inserts.
 const IN_FLIGHT: usize = 2;
 /// Events that must be queued before a second transaction starts beside a running one. Small
 /// batches are better left to grow until the running one ends: a transaction of a handful of

@@ -131,8 +131,9 @@ impl Topics {
             .fetch_optional(&mut *tx)
             .await?;
         let name = TopicName::parse(&name.ok_or_else(|| Error::not_found("Topic not found"))?)?;
-        // Tables first, then the topic row: the order publishers take them in (their single
-        // statement locks the events table when planned, the row when run), so no deadlock.
+        // Tables first, then the topic row (and, by cascade, its `topic_offsets` row): the
+        // order publishers take them in (their single statement locks the events table when
+        // planned, the rows when run), so no deadlock.
         sqlx::raw_sql(AssertSqlSafe(format!(
             "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
             name.events_table(),
