@@ -21,6 +21,9 @@ pub(super) async fn mark(pool: &PgPool, topic: &TopicName, cohort: Stored) -> Ma
     if let Err(e) = &result {
         tracing::warn!(topic = %topic, error = %e, "marking stored events failed, retrying");
         result = raise(pool, Some(topic)).await;
+        if let Err(e) = &result {
+            tracing::error!(topic = %topic, error = %e, "stored events could not be confirmed durable");
+        }
     }
     (cohort, result)
 }
@@ -29,7 +32,6 @@ pub(super) async fn mark(pool: &PgPool, topic: &TopicName, cohort: Stored) -> Ma
 /// may still become visible (any later mark covers them), so a retry may store them twice:
 /// at least once, as after a node that dies before it answers.
 pub(super) fn unconfirmed(e: &Error) -> Error {
-    tracing::error!(error = %e, "stored events could not be confirmed durable");
     Error::Unavailable(format!(
         "events were written but could not be confirmed durable ({e}); a retry may store them twice"
     ))

@@ -245,20 +245,27 @@ pub async fn publish(
     topic: &str,
     events: Vec<eventrelay::proto::NewEvent>,
 ) -> Vec<eventrelay::proto::Event> {
-    c.client(node)
+    try_publish(c, node, topic, events).await.expect("publish")
+}
+
+/// Publishes durably as the admin; the stored events or the refusal.
+pub async fn try_publish(
+    c: &TestCluster,
+    node: usize,
+    topic: &str,
+    events: Vec<eventrelay::proto::NewEvent>,
+) -> Result<Vec<eventrelay::proto::Event>, tonic::Status> {
+    let r = eventrelay::proto::PublishEventsRequest {
+        topic: topic.into(),
+        events,
+        durable: true,
+    };
+    let out = c
+        .client(node)
         .await
-        .publish_events(authed(
-            &c.admin,
-            eventrelay::proto::PublishEventsRequest {
-                topic: topic.into(),
-                events,
-                durable: true,
-            },
-        ))
-        .await
-        .expect("publish")
-        .into_inner()
-        .events
+        .publish_events(authed(&c.admin, r))
+        .await?;
+    Ok(out.into_inner().events)
 }
 
 /// Asserts a gRPC error code (and, if given, the message).

@@ -24,6 +24,20 @@ async fn pull_all(c: &TestCluster, node: usize, topic: &str) -> PullEventsRespon
         .into_inner()
 }
 
+/// Pulls `topic` until `n` events are visible (the sweep runs once a second), at most 30 s;
+/// returns how many were visible last.
+async fn await_visible(c: &TestCluster, topic: &str, n: usize) -> usize {
+    let mut seen = 0;
+    for _ in 0..300 {
+        seen = pull_all(c, 0, topic).await.events.len();
+        if seen == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
 #[tokio::test]
 async fn acknowledged_large_publish_is_visible_on_every_node_at_once() {
     let c = TestCluster::start(2).await;
@@ -85,14 +99,7 @@ async fn rows_above_the_mark_stay_hidden_until_a_sweep_raises_it() {
     holder.rollback().await.unwrap();
 
     // The node's sweep (once a second) raises the mark; wait for it, bounded.
-    let mut seen = 0;
-    for _ in 0..300 {
-        seen = pull_all(&c, 0, "orphan").await.events.len();
-        if seen == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = await_visible(&c, "orphan", 4).await;
     assert_eq!(seen, 4, "the sweep made the orphaned rows visible");
     // Publishing goes on after them.
     let next = publish(&c, 0, "orphan", vec![event("c", "{}")]).await;
@@ -166,18 +173,7 @@ async fn a_failed_mark_is_reported_and_a_later_sweep_still_shows_the_events() {
     .unwrap();
     // Large enough to commit without the flush: the rows commit, the mark fails.
     let events: Vec<_> = (0..150).map(|_| event("tick", "{}")).collect();
-    let refused = c
-        .client(0)
-        .await
-        .publish_events(authed(
-            &c.admin,
-            eventrelay::proto::PublishEventsRequest {
-                topic: "stuck".into(),
-                events,
-                durable: true,
-            },
-        ))
-        .await;
+    let refused = try_publish(&c, 0, "stuck", events).await;
     let status = refused.expect_err("the publish must not be acknowledged");
     assert_eq!(
         status.code(),
@@ -197,13 +193,6 @@ async fn a_failed_mark_is_reported_and_a_later_sweep_still_shows_the_events() {
         .execute(&c.pool)
         .await
         .unwrap();
-    let mut seen = 0;
-    for _ in 0..300 {
-        seen = pull_all(&c, 0, "stuck").await.events.len();
-        if seen == 150 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = await_visible(&c, "stuck", 150).await;
     assert_eq!(seen, 150, "the sweep made the written events visible");
 }

@@ -200,20 +200,14 @@ async fn ui_dead_letters_show_their_errors() {
     let c = TestCluster::start(1).await;
     ui_user(&c).await;
     create_topic(&c, "orders").await;
-    let r = c
-        .client(0)
-        .await
-        .publish_events(authed(
-            &c.admin,
-            eventrelay::proto::PublishEventsRequest {
-                topic: "orders".into(),
-                events: vec![event("order.bad", "this is not json")],
-                durable: true,
-            },
-        ))
-        .await
-        .unwrap();
-    assert!(r.into_inner().events.is_empty());
+    let stored = publish(
+        &c,
+        0,
+        "orders",
+        vec![event("order.bad", "this is not json")],
+    )
+    .await;
+    assert!(stored.is_empty());
     let ui = Ui::new(&c, 0);
     ui.sign_in(PASSWORD).await;
     let (code, page, _) = ui.get("/dead-letters?topic=orders").await;
