@@ -17,6 +17,9 @@
 //!   single pulls at offsets 0, 1,000 and 1,000,000 (50 each, taking turns);
 //! - f: b again, now that the topic holds over 1,000,000 events.
 //!
+//! a and c, then b and d, are measured in turns (a, c, c, a in slices of half the seconds;
+//! `loadgen/pair.rs`), so each ratio compares the same moments of the host.
+//!
 //! The in-process node runs with its defaults except the per-key rate limits, which are off:
 //! everything here is sent with one admin key, and the point is capacity, not policy.
 //!
@@ -31,6 +34,8 @@ mod args;
 mod baselines;
 #[path = "loadgen/bench.rs"]
 mod bench;
+#[path = "loadgen/pair.rs"]
+mod pair;
 #[path = "loadgen/report.rs"]
 mod report;
 #[path = "loadgen/scenarios.rs"]

@@ -1,8 +1,10 @@
-//! The benchmark itself: scenarios a to f in order against one topic, each stage under a
-//! deadline, then the ratios and the targets from the issue.
+//! The benchmark itself: scenarios a to f against one topic (a with c and b with d measured in
+//! turns, `pair.rs`), each stage under a deadline, then the ratios and the targets from the
+//! issue.
 
 use crate::args::Plan;
-use crate::baselines::{baseline, make_baseline_table, prefill};
+use crate::baselines::{make_baseline_table, prefill};
+use crate::pair::{Base, Side, measure_pair};
 use crate::report::{Report, ResultRow, thousands};
 use crate::scenarios::{point_pulls, publish, pull_walk};
 use crate::settle::Admin;
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// Runs one stage of the benchmark with a deadline, so a stuck server or database ends the run
 /// with the name of the stage instead of hanging.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     what: &str,
     limit: Duration,
     stage: impl std::future::Future<Output = Result<T>>,
@@ -73,77 +75,60 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
     }
     let secs = plan.seconds;
     let c = plan.concurrency;
-    // A measured stage: warm-up, window, and the 60 s request timeout of the last requests.
-    let stage = Duration::from_secs_f64(plan.warmup + plan.seconds + 90.0);
+
+    // a with c, then b with d, each pair in turns (pair.rs). The baselines need the database
+    // (and bench_baseline); without it a and b run alone.
+    let url = t.db_url.clone();
+    let offsets = Arc::new(AtomicI64::new(0));
+    let base = match (admin.conn.as_mut(), url.as_deref()) {
+        (Some(conn), Some(url)) => {
+            make_baseline_table(conn, topic).await?;
+            Some(Base {
+                url,
+                offsets: &offsets,
+            })
+        }
+        _ => None,
+    };
 
     say(&format!(
-        "a: durable publish, 1 event/request, {c} clients, {secs} s"
+        "a: durable publish, 1 event/request, {c} clients, {secs} s; \
+         c: baseline, one INSERT transaction per event, {c} connections, {secs} s"
     ));
-    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
     let start = t.last_offset(topic).await?;
-    let mut a = ResultRow::measured(
-        "a",
-        "publish durable, 1 event/request",
-        &bounded("a", stage, publish(plan, t, topic, 1)).await?,
-    );
-    a.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
-        Ok(admin.after(bg).await)
-    })
+    let (sa, sc) = measure_pair(
+        &mut admin,
+        plan,
+        t,
+        topic,
+        base.as_ref(),
+        (Side::Publish(1), Side::Baseline(1)),
+    )
     .await?;
+    let mut a = sa.row("a", "publish durable, 1 event/request");
     let end = t.last_offset(topic).await?;
     a.events_per_commit = admin.events_per_commit(topic, start, end).await;
+    let base_c = sc.map(|s| s.row("c", "baseline: INSERT 1 row/transaction"));
 
     say(&format!(
-        "b: durable publish, {BATCH} events/request, {c} clients, {secs} s"
+        "b: durable publish, {BATCH} events/request, {c} clients, {secs} s; \
+         d: baseline, {BATCH}-row INSERT per statement, {c} connections, {secs} s"
     ));
-    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
     let start = t.last_offset(topic).await?;
-    let mut b = ResultRow::measured(
-        "b",
-        "publish durable, 100 events/request",
-        &bounded("b/f", stage, publish(plan, t, topic, BATCH)).await?,
-    );
-    b.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
-        Ok(admin.after(bg).await)
-    })
+    let (sb, sd) = measure_pair(
+        &mut admin,
+        plan,
+        t,
+        topic,
+        base.as_ref(),
+        (Side::Publish(BATCH), Side::Baseline(BATCH)),
+    )
     .await?;
+    let mut b = sb.row("b", "publish durable, 100 events/request");
     let end = t.last_offset(topic).await?;
     b.events_per_commit = admin.events_per_commit(topic, start, end).await;
-
-    let (mut base_c, mut base_d) = (None, None);
-    if let (Some(conn), Some(url)) = (admin.conn.as_mut(), t.db_url.as_deref()) {
-        make_baseline_table(conn, topic).await?;
-        let offsets = Arc::new(AtomicI64::new(0));
-        say(&format!(
-            "c: baseline, one INSERT transaction per event, {c} connections, {secs} s"
-        ));
-        let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
-        let mut row = ResultRow::measured(
-            "c",
-            "baseline: INSERT 1 row/transaction",
-            &bounded("c", stage, baseline(plan, &t.threads, url, &offsets, 1)).await?,
-        );
-        row.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
-            Ok(admin.after(bg).await)
-        })
-        .await?;
-        base_c = Some(row);
-
-        say(&format!(
-            "d: baseline, {BATCH}-row INSERT per statement, {c} connections, {secs} s"
-        ));
-        let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
-        let mut row = ResultRow::measured(
-            "d",
-            "baseline: INSERT 100 rows/statement",
-            &bounded("d", stage, baseline(plan, &t.threads, url, &offsets, BATCH)).await?,
-        );
-        row.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
-            Ok(admin.after(bg).await)
-        })
-        .await?;
-        base_d = Some(row);
-    }
+    let base_d = sd.map(|s| s.row("d", "baseline: INSERT 100 rows/statement"));
+    let stage = Duration::from_secs_f64(plan.warmup + plan.seconds + 90.0);
 
     if let Some(conn) = admin.conn.as_mut()
         && plan.prefill > 0

@@ -116,6 +116,32 @@ impl Measured {
         Ok(m)
     }
 
+    /// One scenario's slices as one measurement: every latency and event, the measured times
+    /// added up, the CPU of all slices (only if every slice has it).
+    pub(crate) fn combine(parts: Vec<Measured>) -> Measured {
+        let cpus: Vec<_> = parts.iter().filter_map(|m| m.cpu).collect();
+        let cpu = (cpus.len() == parts.len())
+            .then(|| crate::pair::combine_cpu(&cpus))
+            .flatten();
+        let mut all = Measured {
+            latencies: Vec::new(),
+            events: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+            cpu,
+        };
+        for m in parts {
+            all.latencies.extend(m.latencies);
+            all.events += m.events;
+            all.errors += m.errors;
+            all.first_error = all.first_error.or(m.first_error);
+            all.elapsed += m.elapsed;
+        }
+        all.latencies.sort_unstable();
+        all
+    }
+
     pub(crate) fn events_per_sec(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

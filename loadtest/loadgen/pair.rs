@@ -1,0 +1,137 @@
+//! A publish scenario and its Postgres baseline measured in turns (a with c, b with d), so that
+//! the ratio the targets are judged on compares like with like.
+//!
+//! Measured one after the other, a scenario and its baseline see different moments of a shared
+//! host: on this machine the same baseline moved by a third between runs minutes apart, and a
+//! ratio taken across such a drift is the drift as much as the server (docs/benchmarks.md,
+//! "Seventh session"). So each of the two runs in four slices of half the scenario's seconds,
+//! in the order scenario, baseline, baseline, scenario (ABBA): any drift that is linear over
+//! the four slices falls on both sides equally, and each still runs its full measured time.
+//! Every slice has its own warm-up and settling, as a whole scenario has.
+
+use crate::args::Plan;
+use crate::baselines::baseline;
+use crate::bench::bounded;
+use crate::report::ResultRow;
+use crate::scenarios::{Measured, publish};
+use crate::settle::{Admin, CpuUse};
+use crate::setup::Target;
+use crate::{SETTLE_LIMIT, bench::say};
+use anyhow::Result;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+/// One side of a pair.
+#[derive(Clone, Copy)]
+pub(crate) enum Side {
+    /// Durable PublishEvents with this many events per request.
+    Publish(usize),
+    /// Rows straight into Postgres with this many rows per INSERT.
+    Baseline(usize),
+}
+
+/// What a pair needs to run its baseline: the database URL and the offsets counter the
+/// baselines share.
+pub(crate) struct Base<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) offsets: &'a Arc<AtomicI64>,
+}
+
+/// A measured side: its figures over all its slices, and background work seen meanwhile.
+pub(crate) struct Sided {
+    pub(crate) measured: Measured,
+    pub(crate) background: Option<String>,
+}
+
+/// Runs `side` once for `plan.seconds`, settling before and reading the background after.
+async fn slice(
+    admin: &mut Admin,
+    plan: &Plan,
+    t: &Target,
+    topic: &str,
+    base: Option<&Base<'_>>,
+    side: Side,
+) -> Result<(Measured, Option<String>)> {
+    let stage = Duration::from_secs_f64(plan.warmup + plan.seconds + 90.0);
+    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+    let measured = match (side, base) {
+        (Side::Publish(n), _) => bounded("publish", stage, publish(plan, t, topic, n)).await?,
+        (Side::Baseline(n), Some(b)) => {
+            bounded(
+                "baseline",
+                stage,
+                baseline(plan, &t.threads, b.url, b.offsets, n),
+            )
+            .await?
+        }
+        (Side::Baseline(_), None) => anyhow::bail!("a baseline needs the database"),
+    };
+    let background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+        Ok(admin.after(bg).await)
+    })
+    .await?;
+    Ok((measured, background))
+}
+
+/// Measures `first` and, when there is a database for it, `second` in ABBA order (see the
+/// module header); without a database, `first` alone for its full time.
+pub(crate) async fn measure_pair(
+    admin: &mut Admin,
+    plan: &Plan,
+    t: &Target,
+    topic: &str,
+    base: Option<&Base<'_>>,
+    (first, second): (Side, Side),
+) -> Result<(Sided, Option<Sided>)> {
+    if base.is_none() {
+        let (m, bg) = slice(admin, plan, t, topic, None, first).await?;
+        return Ok((Sided::of(vec![(m, bg)]), None));
+    }
+    let half = Plan {
+        seconds: plan.seconds / 2.0,
+        ..plan.clone()
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, side) in [first, second, second, first].into_iter().enumerate() {
+        say(&format!("   slice {} of 4 ({} s)", i + 1, half.seconds));
+        let part = slice(admin, &half, t, topic, base, side).await?;
+        if i == 0 || i == 3 { &mut a } else { &mut b }.push(part);
+    }
+    Ok((Sided::of(a), Some(Sided::of(b))))
+}
+
+impl Sided {
+    fn of(parts: Vec<(Measured, Option<String>)>) -> Sided {
+        let mut backgrounds = Vec::new();
+        let mut measured = Vec::new();
+        for (m, bg) in parts {
+            backgrounds.extend(bg);
+            measured.push(m);
+        }
+        Sided {
+            measured: Measured::combine(measured),
+            background: (!backgrounds.is_empty()).then(|| backgrounds.join("; ")),
+        }
+    }
+
+    pub(crate) fn row(&self, id: &'static str, scenario: &str) -> ResultRow {
+        let mut row = ResultRow::measured(id, scenario, &self.measured);
+        row.background = self.background.clone();
+        row
+    }
+}
+
+/// CPU over several slices: the seconds add up, the busy share is their time-weighted mean
+/// (the slices are equally long).
+pub(crate) fn combine_cpu(parts: &[CpuUse]) -> Option<CpuUse> {
+    if parts.is_empty() {
+        return None;
+    }
+    let n = parts.len() as f64;
+    Some(CpuUse {
+        own_s: parts.iter().map(|c| c.own_s).sum(),
+        others_s: parts.iter().map(|c| c.others_s).sum(),
+        machine_busy_pct: parts.iter().map(|c| c.machine_busy_pct).sum::<f64>() / n,
+    })
+}
