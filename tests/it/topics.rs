@@ -156,3 +156,46 @@ async fn bad_input_is_refused_and_nothing_is_half_made() {
         .unwrap();
     assert_eq!(list.into_inner().topics.len(), 1);
 }
+
+/// The database's own guard on topic names (migration 0006: triggers instead of a CHECK that
+/// ran on every update of a topic row): a row with a bad name cannot be inserted or renamed
+/// into one, whoever writes it, while the mark (`last_offset`) moves freely.
+#[tokio::test]
+async fn database_refuses_bad_topic_names_itself() {
+    let c = TestCluster::start(1).await;
+    create_topic(&c, "users").await;
+    // A topic nothing references yet, so a rename is not stopped by a foreign key first.
+    sqlx::query("INSERT INTO topics (id, name) VALUES (gen_random_uuid(), 'spare')")
+        .execute(&c.pool)
+        .await
+        .expect("a valid name is accepted");
+    for bad in [
+        "Users",
+        "users; DROP TABLE topics; --",
+        "a-b",
+        &"a".repeat(51),
+    ] {
+        let inserted = sqlx::query("INSERT INTO topics (id, name) VALUES (gen_random_uuid(), $1)")
+            .bind(bad)
+            .execute(&c.pool)
+            .await;
+        let renamed = sqlx::query("UPDATE topics SET name = $1 WHERE name = 'spare'")
+            .bind(bad)
+            .execute(&c.pool)
+            .await;
+        for result in [inserted, renamed] {
+            let err = result.expect_err(bad);
+            let db = err.as_database_error().expect("a database error");
+            assert_eq!(db.code().as_deref(), Some("23514"), "{bad}: {db}");
+        }
+    }
+    sqlx::query("UPDATE topics SET last_offset = last_offset + 5 WHERE name = 'users'")
+        .execute(&c.pool)
+        .await
+        .expect("moving the mark is not checked");
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM topics ORDER BY name")
+        .fetch_all(&c.pool)
+        .await
+        .unwrap();
+    assert_eq!(names, ["spare", "users"]);
+}
