@@ -32,6 +32,29 @@ pub(crate) async fn bounded<T>(
         .map_err(|_| anyhow!("{what} did not finish within {} s", limit.as_secs()))?
 }
 
+/// A measured stage's deadline: warm-up, window, and the 60 s request timeout of the last
+/// requests, with room to spare.
+pub(crate) fn stage_limit(plan: &Plan) -> Duration {
+    Duration::from_secs_f64(plan.warmup + plan.seconds + 90.0)
+}
+
+/// Settles Postgres, runs one measured stage under `limit`, then reads what ran in the
+/// background meanwhile.
+pub(crate) async fn settled<T>(
+    admin: &mut Admin,
+    what: &str,
+    limit: Duration,
+    stage: impl std::future::Future<Output = Result<T>>,
+) -> Result<(T, Option<String>)> {
+    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+    let out = bounded(what, limit, stage).await?;
+    let background = bounded("reading pg_stat", SETTLE_LIMIT, async {
+        Ok(admin.after(bg).await)
+    })
+    .await?;
+    Ok((out, background))
+}
+
 pub(crate) fn say(msg: &str) {
     eprintln!("[{}] {msg}", Utc::now().format("%H:%M:%S"));
 }
@@ -128,7 +151,7 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
     let end = t.last_offset(topic).await?;
     b.events_per_commit = admin.events_per_commit(topic, start, end).await;
     let base_d = sd.map(|s| s.row("d", "baseline: INSERT 100 rows/statement"));
-    let stage = Duration::from_secs_f64(plan.warmup + plan.seconds + 90.0);
+    let stage = stage_limit(plan);
 
     if let Some(conn) = admin.conn.as_mut()
         && plan.prefill > 0
@@ -153,16 +176,10 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
     say(&format!(
         "e: pull walk, batch {PULL_BATCH}, {c} clients, {secs} s over {last} events"
     ));
-    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
-    let mut walk = ResultRow::measured(
-        "e",
-        "pull, batch 1000, walking forward",
-        &bounded("e", stage, pull_walk(plan, t, topic, last)).await?,
-    );
-    walk.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
-        Ok(admin.after(bg).await)
-    })
-    .await?;
+    let (measured, background) =
+        settled(&mut admin, "e", stage, pull_walk(plan, t, topic, last)).await?;
+    let mut walk = ResultRow::measured("e", "pull, batch 1000, walking forward", &measured);
+    walk.background = background;
 
     let want = if plan.prefill > 0 {
         plan.prefill
@@ -201,19 +218,17 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
     say(&format!(
         "f: durable publish, {BATCH} events/request, topic holds {topic_events_before_f} events"
     ));
-    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
+    let (measured, background) =
+        settled(&mut admin, "f", stage, publish(plan, t, topic, BATCH)).await?;
     let mut f = ResultRow::measured(
         "f",
         &format!(
             "publish durable, 100 ev/req, topic at {}",
             thousands(topic_events_before_f as f64)
         ),
-        &bounded("b/f", stage, publish(plan, t, topic, BATCH)).await?,
+        &measured,
     );
-    f.background = bounded("reading pg_stat", SETTLE_LIMIT, async {
-        Ok(admin.after(bg).await)
-    })
-    .await?;
+    f.background = background;
     let end = t.last_offset(topic).await?;
     f.events_per_commit = admin
         .events_per_commit(topic, topic_events_before_f, end)

@@ -11,16 +11,14 @@
 
 use crate::args::Plan;
 use crate::baselines::baseline;
-use crate::bench::bounded;
+use crate::bench::{say, settled, stage_limit};
 use crate::report::ResultRow;
 use crate::scenarios::{Measured, publish};
 use crate::settle::{Admin, CpuUse};
 use crate::setup::Target;
-use crate::{SETTLE_LIMIT, bench::say};
 use anyhow::Result;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
-use std::time::Duration;
 
 /// One side of a pair.
 #[derive(Clone, Copy)]
@@ -53,25 +51,15 @@ async fn slice(
     base: Option<&Base<'_>>,
     side: Side,
 ) -> Result<(Measured, Option<String>)> {
-    let stage = Duration::from_secs_f64(plan.warmup + plan.seconds + 90.0);
-    let bg = bounded("settling", SETTLE_LIMIT, async { Ok(admin.before().await) }).await?;
-    let measured = match (side, base) {
-        (Side::Publish(n), _) => bounded("publish", stage, publish(plan, t, topic, n)).await?,
+    let limit = stage_limit(plan);
+    match (side, base) {
+        (Side::Publish(n), _) => settled(admin, "publish", limit, publish(plan, t, topic, n)).await,
         (Side::Baseline(n), Some(b)) => {
-            bounded(
-                "baseline",
-                stage,
-                baseline(plan, &t.threads, b.url, b.offsets, n),
-            )
-            .await?
+            let rows = baseline(plan, &t.threads, b.url, b.offsets, n);
+            settled(admin, "baseline", limit, rows).await
         }
         (Side::Baseline(_), None) => anyhow::bail!("a baseline needs the database"),
-    };
-    let background = bounded("reading pg_stat", SETTLE_LIMIT, async {
-        Ok(admin.after(bg).await)
-    })
-    .await?;
-    Ok((measured, background))
+    }
 }
 
 /// Measures `first` and, when there is a database for it, `second` in ABBA order (see the
