@@ -4,7 +4,7 @@
 
 use crate::args::Plan;
 use crate::baselines::{make_baseline_table, prefill};
-use crate::pair::{Base, Side, measure_pair};
+use crate::pair::{Base, publish_pair};
 use crate::report::{Report, ResultRow, thousands};
 use crate::scenarios::{point_pulls, publish, pull_walk};
 use crate::settle::Admin;
@@ -118,39 +118,22 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
         "a: durable publish, 1 event/request, {c} clients, {secs} s; \
          c: baseline, one INSERT transaction per event, {c} connections, {secs} s"
     ));
-    let start = t.last_offset(topic).await?;
-    let (sa, sc) = measure_pair(
-        &mut admin,
-        plan,
-        t,
-        topic,
-        base.as_ref(),
-        (Side::Publish(1), Side::Baseline(1)),
-    )
-    .await?;
-    let mut a = sa.row("a", "publish durable, 1 event/request");
-    let end = t.last_offset(topic).await?;
-    a.events_per_commit = admin.events_per_commit(topic, start, end).await;
-    let base_c = sc.map(|s| s.row("c", "baseline: INSERT 1 row/transaction"));
+    let names = [
+        ("a", "publish durable, 1 event/request"),
+        ("c", "baseline: INSERT 1 row/transaction"),
+    ];
+    let (mut a, base_c) = publish_pair(&mut admin, plan, t, topic, base.as_ref(), 1, names).await?;
 
     say(&format!(
         "b: durable publish, {BATCH} events/request, {c} clients, {secs} s; \
          d: baseline, {BATCH}-row INSERT per statement, {c} connections, {secs} s"
     ));
-    let start = t.last_offset(topic).await?;
-    let (sb, sd) = measure_pair(
-        &mut admin,
-        plan,
-        t,
-        topic,
-        base.as_ref(),
-        (Side::Publish(BATCH), Side::Baseline(BATCH)),
-    )
-    .await?;
-    let mut b = sb.row("b", "publish durable, 100 events/request");
-    let end = t.last_offset(topic).await?;
-    b.events_per_commit = admin.events_per_commit(topic, start, end).await;
-    let base_d = sd.map(|s| s.row("d", "baseline: INSERT 100 rows/statement"));
+    let names = [
+        ("b", "publish durable, 100 events/request"),
+        ("d", "baseline: INSERT 100 rows/statement"),
+    ];
+    let (mut b, base_d) =
+        publish_pair(&mut admin, plan, t, topic, base.as_ref(), BATCH, names).await?;
     let stage = stage_limit(plan);
 
     if let Some(conn) = admin.conn.as_mut()

@@ -14,7 +14,7 @@ use crate::baselines::baseline;
 use crate::bench::{say, settled, stage_limit};
 use crate::report::ResultRow;
 use crate::scenarios::{Measured, publish};
-use crate::settle::{Admin, CpuUse};
+use crate::settle::Admin;
 use crate::setup::Target;
 use anyhow::Result;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicI64;
 
 /// One side of a pair.
 #[derive(Clone, Copy)]
-pub(crate) enum Side {
+enum Side {
     /// Durable PublishEvents with this many events per request.
     Publish(usize),
     /// Rows straight into Postgres with this many rows per INSERT.
@@ -37,9 +37,9 @@ pub(crate) struct Base<'a> {
 }
 
 /// A measured side: its figures over all its slices, and background work seen meanwhile.
-pub(crate) struct Sided {
-    pub(crate) measured: Measured,
-    pub(crate) background: Option<String>,
+struct Sided {
+    measured: Measured,
+    background: Option<String>,
 }
 
 /// Runs `side` once for `plan.seconds`, settling before and reading the background after.
@@ -62,9 +62,31 @@ async fn slice(
     }
 }
 
+/// Durable publishing of `per_request` events and its baseline of as many rows per INSERT,
+/// in turns, as the rows `(id, scenario)` of `names`; the publish row also gets its average
+/// events per writer transaction (only its slices write to the topic).
+pub(crate) async fn publish_pair(
+    admin: &mut Admin,
+    plan: &Plan,
+    t: &Target,
+    topic: &str,
+    base: Option<&Base<'_>>,
+    per_request: usize,
+    names: [(&'static str, &str); 2],
+) -> Result<(ResultRow, Option<ResultRow>)> {
+    let [(id, scenario), (base_id, base_scenario)] = names;
+    let start = t.last_offset(topic).await?;
+    let sides = (Side::Publish(per_request), Side::Baseline(per_request));
+    let (published, baseline) = measure_pair(admin, plan, t, topic, base, sides).await?;
+    let mut row = published.row(id, scenario);
+    let end = t.last_offset(topic).await?;
+    row.events_per_commit = admin.events_per_commit(topic, start, end).await;
+    Ok((row, baseline.map(|b| b.row(base_id, base_scenario))))
+}
+
 /// Measures `first` and, when there is a database for it, `second` in ABBA order (see the
 /// module header); without a database, `first` alone for its full time.
-pub(crate) async fn measure_pair(
+async fn measure_pair(
     admin: &mut Admin,
     plan: &Plan,
     t: &Target,
@@ -103,23 +125,9 @@ impl Sided {
         }
     }
 
-    pub(crate) fn row(&self, id: &'static str, scenario: &str) -> ResultRow {
+    fn row(&self, id: &'static str, scenario: &str) -> ResultRow {
         let mut row = ResultRow::measured(id, scenario, &self.measured);
         row.background = self.background.clone();
         row
     }
-}
-
-/// CPU over several slices: the seconds add up, the busy share is their time-weighted mean
-/// (the slices are equally long).
-pub(crate) fn combine_cpu(parts: &[CpuUse]) -> Option<CpuUse> {
-    if parts.is_empty() {
-        return None;
-    }
-    let n = parts.len() as f64;
-    Some(CpuUse {
-        own_s: parts.iter().map(|c| c.own_s).sum(),
-        others_s: parts.iter().map(|c| c.others_s).sum(),
-        machine_busy_pct: parts.iter().map(|c| c.machine_busy_pct).sum::<f64>() / n,
-    })
 }

@@ -121,7 +121,7 @@ impl Measured {
     pub(crate) fn combine(parts: Vec<Measured>) -> Measured {
         let cpus: Vec<_> = parts.iter().filter_map(|m| m.cpu).collect();
         let cpu = (cpus.len() == parts.len())
-            .then(|| crate::pair::combine_cpu(&cpus))
+            .then(|| CpuUse::sum(&cpus))
             .flatten();
         let mut all = Measured {
             latencies: Vec::new(),

@@ -101,6 +101,22 @@ pub(crate) struct CpuUse {
     pub(crate) machine_busy_pct: f64,
 }
 
+impl CpuUse {
+    /// CPU over several equally long slices: the seconds add up, the busy share is their
+    /// mean. `None` for no slices.
+    pub(crate) fn sum(parts: &[CpuUse]) -> Option<CpuUse> {
+        if parts.is_empty() {
+            return None;
+        }
+        let n = parts.len() as f64;
+        Some(CpuUse {
+            own_s: parts.iter().map(|c| c.own_s).sum(),
+            others_s: parts.iter().map(|c| c.others_s).sum(),
+            machine_busy_pct: parts.iter().map(|c| c.machine_busy_pct).sum::<f64>() / n,
+        })
+    }
+}
+
 fn cpu_use(before: Cpu, after: Cpu) -> CpuUse {
     let busy = after.busy.saturating_sub(before.busy) as f64;
     let idle = after.idle.saturating_sub(before.idle) as f64;
