@@ -179,8 +179,9 @@ async fn insert_many(conn: &mut PgConnection, rows: Vec<Row>) -> Result<u64> {
 }
 
 /// Appends `n` rows to the topic with one INSERT ... SELECT generate_series, after the current
-/// last offset, moving `topics.last_offset` in the same transaction (which row-locks the topic
-/// exactly as publishers do), so offsets stay contiguous. Then ANALYZE, as autovacuum would
+/// last offset, moving `topics.last_offset` in the same transaction, as a bulk load may (no
+/// publisher runs meanwhile; later publishes continue after the larger of the topic's
+/// counters), so offsets stay contiguous. Then ANALYZE, as autovacuum would
 /// (VACUUM (ANALYZE) when settling).
 pub(crate) async fn prefill(
     conn: &mut PgConnection,

@@ -75,7 +75,7 @@ impl Delivery {
         if offset < 0 {
             return Err(Error::invalid("offset must not be negative"));
         }
-        let last: i64 = sqlx::query_scalar("SELECT last_offset FROM topics WHERE name = $1")
+        let last: i64 = sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
             .bind(&s.topic_name)
             .fetch_optional(self.pool())
             .await?

@@ -1,8 +1,11 @@
 //! Marks: making batches that committed without waiting for the WAL flush durable and
-//! visible. A mark raises `topics.last_offset`, where every reader stops, to the topic's
-//! reservation counter in a synchronously committed transaction (the SQL is [`raise`]). Each
-//! writer lane marks its own batches before answering them ([`mark`]); every node also sweeps
-//! all topics once a second ([`sweep`]) for batches whose node died before marking them.
+//! visible. A mark raises `topics.last_offset` to the topic's reservation counter in a
+//! synchronously committed transaction (the SQL is [`raise`]). Readers stop at the larger of
+//! it and `topic_offsets.marked`, which small synchronous publishes move themselves (the view
+//! `topic_marks`, migration 0007). Each writer lane marks its own batches before answering
+//! them ([`mark`]); every node also sweeps all topics once a second ([`sweep`]) for batches
+//! whose node died before marking them, and so keeps `topics.last_offset` itself at most a
+//! second behind small publishes, for nodes of earlier versions that read only that.
 
 use super::queue::Job;
 use crate::error::{Error, Result};

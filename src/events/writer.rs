@@ -8,8 +8,8 @@
 //! it until commit. Every publisher of the topic, on any node, waits for that lock, so offsets
 //! are contiguous and commit strictly in offset order. The transaction commits without waiting
 //! for the WAL flush (the lock is free a flush sooner); a mark (`mark.rs`, synchronously
-//! committed) then raises `topics.last_offset`, the mark every reader stops at, and its flush
-//! makes the batch durable. Requests are answered after the mark, so an acknowledged event is
+//! committed) then raises the mark every reader stops at (`topic_marks`), and its flush
+//! makes the batch durable. A small batch commits synchronously and moves the mark itself. Requests are answered after the mark, so an acknowledged event is
 //! durable and visible, and a reader of "offset > N" can never miss a row that commits later.
 //! Batching many requests into one transaction is what keeps the serialisation fast.
 
@@ -268,7 +268,7 @@ type Ended = Vec<(Vec<Job>, Result<(i64, Commit)>)>;
 /// How a batch's transaction committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Commit {
-    /// Synchronously, with the mark raised: durable and visible, answer at once.
+    /// Synchronously, with the mark moved: durable and visible, answer at once.
     Flushed,
     /// Without waiting for the flush: answer after a mark.
     Unflushed,

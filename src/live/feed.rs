@@ -189,7 +189,7 @@ impl Feed {
 
 /// A topic's highest committed offset.
 async fn head(pool: &PgPool, name: &TopicName) -> Result<i64> {
-    sqlx::query_scalar("SELECT last_offset FROM topics WHERE name = $1")
+    sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
         .bind(name.as_str())
         .fetch_optional(pool)
         .await?

@@ -182,7 +182,7 @@ impl Topics {
 
     /// Highest committed offset of a topic (also its event count: offsets are contiguous from 1).
     pub async fn last_offset(&self, name: &TopicName) -> Result<i64> {
-        sqlx::query_scalar("SELECT last_offset FROM topics WHERE name = $1")
+        sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&self.pool)
             .await?

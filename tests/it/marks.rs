@@ -1,7 +1,9 @@
-//! The durable mark (`topics.last_offset`): large batches commit without waiting for the WAL
-//! flush and become visible only when a synchronously committed mark covers them. Readers
-//! stop at the mark; an acknowledged publish is already covered; rows committed by a node
-//! that died before marking them are made visible by any node's sweep.
+//! The durable mark (`topic_marks`): large batches commit without waiting for the WAL flush
+//! and become visible only when a synchronously committed mark of `topics.last_offset` covers
+//! them; small batches commit synchronously and move `topic_offsets.marked` themselves.
+//! Readers stop at the larger of the two; an acknowledged publish is already covered; rows
+//! committed by a node that died before marking them are made visible by any node's sweep,
+//! which also keeps `topics.last_offset` (all a node of an earlier version reads) in step.
 
 use crate::helpers::*;
 use eventrelay::proto::{PullEventsRequest, PullEventsResponse};
@@ -62,6 +64,56 @@ async fn acknowledged_large_publish_is_visible_on_every_node_at_once() {
     .await
     .unwrap();
     assert_eq!((last, reserved), (300, 300));
+}
+
+#[tokio::test]
+async fn small_publishes_mark_themselves_and_the_sweep_brings_topics_along() {
+    let c = TestCluster::start(2).await;
+    create_topic(&c, "small").await;
+    // No update of the topic's row can happen while this is held: no raise, no sweep. A
+    // publish may still reserve (its foreign-key check only needs KEY SHARE).
+    let mut holder = c.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM topics WHERE name = 'small' FOR NO KEY UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    // A bound, not a timing: a small publish that still updated the topic's row would wait for
+    // the holder forever.
+    let published = tokio::time::timeout(
+        Duration::from_secs(30),
+        publish(&c, 0, "small", vec![event("a", "{}"), event("b", "{}")]),
+    )
+    .await
+    .expect("a small publish must not need the topic's row");
+    assert_eq!(published.last().map(|e| e.offset), Some(2));
+    // Acknowledged means visible, on the other node too, with topics.last_offset untouched.
+    let pulled = pull_all(&c, 1, "small").await;
+    assert_eq!((pulled.total_count, pulled.events.len()), (2, 2));
+    let marks = || {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT t.last_offset, o.marked, m.last_offset
+             FROM topics t JOIN topic_offsets o USING (name) JOIN topic_marks m USING (name)
+             WHERE t.name = 'small'",
+        )
+        .fetch_one(&c.pool)
+    };
+    assert_eq!(marks().await.unwrap(), (0, 2, 2));
+    holder.rollback().await.unwrap();
+
+    // The sweep raises topics.last_offset too, bounded by 30 s.
+    let mut seen = (0, 0, 0);
+    for _ in 0..300 {
+        seen = marks().await.unwrap();
+        if seen.0 == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen,
+        (2, 2, 2),
+        "the sweep brought topics.last_offset along"
+    );
 }
 
 #[tokio::test]

@@ -332,7 +332,7 @@ async fn sweep(seq: &mut Sequencer, pool: &PgPool) -> crate::error::Result<()> {
         return Ok(());
     }
     let ends: Vec<(String, i64)> =
-        sqlx::query_as("SELECT name, last_offset FROM topics WHERE name = ANY($1)")
+        sqlx::query_as("SELECT name, last_offset FROM topic_marks WHERE name = ANY($1)")
             .bind(&topics)
             .fetch_all(pool)
             .await?;
