@@ -52,6 +52,10 @@ pub(crate) struct Args {
     /// the node sets it on every connection itself and this flag changes nothing.
     #[arg(long)]
     server_nodelay: bool,
+    /// In-process node only: threads serving its gRPC connections (`ER_GRPC_THREADS`);
+    /// 0 = the node's default, one per core.
+    #[arg(long, default_value_t = 0)]
+    server_grpc_threads: usize,
     /// Do not settle Postgres before each scenario. By default (when the database is reachable)
     /// each scenario starts after a CHECKPOINT and after running autovacuum workers finish (at
     /// most 60 s), and the prefill is followed by VACUUM (ANALYZE), so that one scenario's WAL
@@ -71,6 +75,9 @@ pub(crate) struct Plan {
     pub(crate) prefill: i64,
     pub(crate) server_db_pool_size: Option<u32>,
     pub(crate) server_nodelay: bool,
+    /// Asked for with --server-grpc-threads (0: the node's default); after the start, what
+    /// the node runs.
+    pub(crate) server_grpc_threads: usize,
     pub(crate) settle: bool,
 }
 
@@ -96,8 +103,11 @@ impl Plan {
         if !(0..=10_000_000).contains(&prefill) {
             bail!("--prefill must be between 0 and 10,000,000");
         }
-        if a.target.is_some() && a.server_nodelay {
-            bail!("--server-nodelay applies to the in-process node only, not to --target");
+        if a.target.is_some() && (a.server_nodelay || a.server_grpc_threads > 0) {
+            bail!("--server-* options apply to the in-process node only, not to --target");
+        }
+        if a.server_grpc_threads > 64 {
+            bail!("--server-grpc-threads must be at most 64");
         }
         for (flag, url) in [
             ("--admin-url", Some(&a.admin_url)),
@@ -123,6 +133,7 @@ impl Plan {
             prefill,
             server_db_pool_size: None,
             server_nodelay: a.server_nodelay,
+            server_grpc_threads: a.server_grpc_threads,
             settle: !a.no_settle,
         })
     }

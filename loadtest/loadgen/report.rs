@@ -123,7 +123,10 @@ pub(crate) fn print_report(r: &Report) {
         s.warmup,
         thousands(s.prefill as f64),
         s.server_db_pool_size
-            .map(|p| format!("; server pool {p} connections"))
+            .map(|p| format!(
+                "; server pool {p} connections, {} gRPC threads",
+                s.server_grpc_threads
+            ))
             .unwrap_or_default(),
         if s.server_nodelay {
             "; DIAGNOSTIC: TCP_NODELAY forced on the server's listener"
