@@ -46,12 +46,6 @@ pub(crate) struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
-    /// Diagnostic, in-process node only: set TCP_NODELAY on the node's gRPC listening socket
-    /// (accepted sockets inherit it on Linux). Builds before commit 3345e51 left Nagle's
-    /// algorithm on (`serve_with_incoming_shutdown` ignores tonic's `tcp_nodelay`); since then
-    /// the node sets it on every connection itself and this flag changes nothing.
-    #[arg(long)]
-    server_nodelay: bool,
     /// In-process node only: threads serving its gRPC connections (`ER_GRPC_THREADS`);
     /// 0 = the node's default, one per core.
     #[arg(long, default_value_t = 0)]
@@ -74,7 +68,6 @@ pub(crate) struct Plan {
     pub(crate) channels: usize,
     pub(crate) prefill: i64,
     pub(crate) server_db_pool_size: Option<u32>,
-    pub(crate) server_nodelay: bool,
     /// Asked for with --server-grpc-threads (0: the node's default); after the start, what
     /// the node runs.
     pub(crate) server_grpc_threads: usize,
@@ -103,8 +96,8 @@ impl Plan {
         if !(0..=10_000_000).contains(&prefill) {
             bail!("--prefill must be between 0 and 10,000,000");
         }
-        if a.target.is_some() && (a.server_nodelay || a.server_grpc_threads > 0) {
-            bail!("--server-* options apply to the in-process node only, not to --target");
+        if a.target.is_some() && a.server_grpc_threads > 0 {
+            bail!("--server-grpc-threads applies to the in-process node only, not to --target");
         }
         if a.server_grpc_threads > 64 {
             bail!("--server-grpc-threads must be at most 64");
@@ -132,7 +125,6 @@ impl Plan {
             channels: a.channels,
             prefill,
             server_db_pool_size: None,
-            server_nodelay: a.server_nodelay,
             server_grpc_threads: a.server_grpc_threads,
             settle: !a.no_settle,
         })

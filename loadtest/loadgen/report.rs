@@ -115,7 +115,7 @@ pub(crate) fn print_report(r: &Report) {
     let s = &r.settings;
     println!();
     println!(
-        "er-loadgen: {}; {} clients over {} gRPC channels, on a client thread per core; {} s per scenario after {} s warm-up; prefill {}{}{}",
+        "er-loadgen: {}; {} clients over {} gRPC channels, on a client thread per core; {} s per scenario after {} s warm-up; prefill {}{}",
         s.mode,
         s.concurrency,
         s.channels,
@@ -128,11 +128,6 @@ pub(crate) fn print_report(r: &Report) {
                 s.server_grpc_threads
             ))
             .unwrap_or_default(),
-        if s.server_nodelay {
-            "; DIAGNOSTIC: TCP_NODELAY forced on the server's listener"
-        } else {
-            ""
-        },
     );
     println!(
         "Postgres {} before each scenario",

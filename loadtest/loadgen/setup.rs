@@ -79,7 +79,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) async fn start(db_url: &str, nodelay: bool, grpc_threads: usize) -> Result<Node> {
+    pub(crate) async fn start(db_url: &str, grpc_threads: usize) -> Result<Node> {
         let mut config = eventrelay::Config::for_database(db_url);
         config.shutdown_grace_seconds = 5;
         // Capacity is measured, not policy: the per-key rate limits are off (one admin key
@@ -91,14 +91,7 @@ impl Node {
         config.grpc_threads = grpc_threads;
         let pool_size = config.db_pool_size;
         let grpc_threads = config.grpc_threads();
-        let grpc = if nodelay {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.set_nodelay(true)?;
-            socket.bind(([127, 0, 0, 1], 0).into())?;
-            socket.listen(1024)?
-        } else {
-            TcpListener::bind("127.0.0.1:0").await?
-        };
+        let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
         let shutdown = CancellationToken::new();
