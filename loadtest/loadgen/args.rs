@@ -49,7 +49,7 @@ pub(crate) struct Args {
     /// In-process node only: threads serving its gRPC connections (`ER_GRPC_THREADS`);
     /// 0 = the node's default, one per core.
     #[arg(long, default_value_t = 0)]
-    server_grpc_threads: usize,
+    pub(crate) server_grpc_threads: usize,
     /// Do not settle Postgres before each scenario. By default (when the database is reachable)
     /// each scenario starts after a CHECKPOINT and after running autovacuum workers finish (at
     /// most 60 s), and the prefill is followed by VACUUM (ANALYZE), so that one scenario's WAL
@@ -68,9 +68,8 @@ pub(crate) struct Plan {
     pub(crate) channels: usize,
     pub(crate) prefill: i64,
     pub(crate) server_db_pool_size: Option<u32>,
-    /// Asked for with --server-grpc-threads (0: the node's default); after the start, what
-    /// the node runs.
-    pub(crate) server_grpc_threads: usize,
+    /// What the in-process node runs, once started (like its pool size).
+    pub(crate) server_grpc_threads: Option<usize>,
     pub(crate) settle: bool,
 }
 
@@ -125,7 +124,7 @@ impl Plan {
             channels: a.channels,
             prefill,
             server_db_pool_size: None,
-            server_grpc_threads: a.server_grpc_threads,
+            server_grpc_threads: None,
             settle: !a.no_settle,
         })
     }

@@ -123,10 +123,8 @@ pub(crate) fn print_report(r: &Report) {
         s.warmup,
         thousands(s.prefill as f64),
         s.server_db_pool_size
-            .map(|p| format!(
-                "; server pool {p} connections, {} gRPC threads",
-                s.server_grpc_threads
-            ))
+            .zip(s.server_grpc_threads)
+            .map(|(p, t)| format!("; server pool {p} connections, {t} gRPC threads"))
             .unwrap_or_default(),
     );
     println!(

@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
 use crate::subscriptions::{Kind, Subscription};
-use crate::topics::TopicName;
+use crate::topics::{self, TopicName};
 use uuid::Uuid;
 
 /// A page of attempts and the subscription's position.
@@ -75,11 +75,7 @@ impl Delivery {
         if offset < 0 {
             return Err(Error::invalid("offset must not be negative"));
         }
-        let last: i64 = sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
-            .bind(&s.topic_name)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or_else(|| Error::not_found("Topic not found"))?;
+        let last = topics::last_offset(self.pool(), &s.topic_name).await?;
         if offset > last {
             return Err(Error::invalid(format!(
                 "offset {offset} is past the topic's last offset {last}"

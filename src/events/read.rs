@@ -4,7 +4,7 @@
 use super::filter::Filter;
 use super::model::Event;
 use crate::error::{Error, Result, UNDEFINED_TABLE, sqlstate};
-use crate::topics::{TopicName, TopicRef};
+use crate::topics::{self, TopicName, TopicRef};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 /// Default batch when a request says 0.
@@ -92,11 +92,7 @@ pub async fn pull(pool: &PgPool, q: &PullQuery) -> Result<PullBatch> {
 
     let total_count = if q.topic.identifier.is_none() && q.filters.is_empty() {
         // Offsets are contiguous from 1, so the counter is the count: no scan.
-        sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
-            .bind(q.topic.name.as_str())
-            .fetch_optional(pool)
-            .await?
-            .ok_or_else(|| Error::not_found("Topic not found"))?
+        topics::last_offset(pool, q.topic.name.as_str()).await?
     } else {
         let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {table} WHERE true"));
         push_scope(&mut qb, &q.topic, &q.filters);

@@ -10,7 +10,7 @@
 use super::{Batch, Live};
 use crate::error::{Error, Result};
 use crate::events::{Event, Filter, read_after};
-use crate::topics::{TopicName, TopicRef};
+use crate::topics::{self, TopicRef};
 use sqlx::PgPool;
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -50,7 +50,7 @@ impl Feed {
         }
         let rx = live.subscribe(topic.name.as_str());
         let buffer = live.buffer();
-        let head = head(pool, &topic.name).await?;
+        let head = topics::last_offset(pool, topic.name.as_str()).await?;
         Ok(Feed {
             pool: pool.clone(),
             topic,
@@ -166,7 +166,7 @@ impl Feed {
     async fn replay_step(&mut self) -> Result<Vec<Event>> {
         // The end is read first: every offset up to it is committed, so a short read below
         // proves nothing matching is left up to it.
-        let end = head(&self.pool, &self.topic.name).await?;
+        let end = topics::last_offset(&self.pool, self.topic.name.as_str()).await?;
         let rows = read_after(
             &self.pool,
             &self.topic,
@@ -185,13 +185,4 @@ impl Feed {
         }
         Ok(rows)
     }
-}
-
-/// A topic's highest committed offset.
-async fn head(pool: &PgPool, name: &TopicName) -> Result<i64> {
-    sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
-        .bind(name.as_str())
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| Error::not_found("Topic not found"))
 }

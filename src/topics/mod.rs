@@ -182,11 +182,7 @@ impl Topics {
 
     /// Highest committed offset of a topic (also its event count: offsets are contiguous from 1).
     pub async fn last_offset(&self, name: &TopicName) -> Result<i64> {
-        sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| Error::not_found("Topic not found"))
+        last_offset(&self.pool, name.as_str()).await
     }
 }
 
@@ -196,4 +192,16 @@ fn already_exists(e: sqlx::Error) -> Error {
     } else {
         e.into()
     }
+}
+
+/// The visible end of topic `name`: its highest durable, committed offset, where every reader
+/// stops (the view `topic_marks`, the larger of the topic's two marks; see `events/mark.rs`).
+/// Offsets are contiguous from 1, so it is also the topic's event count. NOT_FOUND without
+/// the topic.
+pub async fn last_offset(pool: &PgPool, name: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::not_found("Topic not found"))
 }
