@@ -15,10 +15,13 @@
 //! - d: baseline, multi-row INSERT of 100 rows per statement;
 //! - e: PullEvents walking forward in batches of 1000 after a prefill of 1,000,000 rows, and
 //!   single pulls at offsets 0, 1,000 and 1,000,000 (50 each, taking turns);
-//! - f: b again, now that the topic holds over 1,000,000 events.
+//! - f: b again, now that the topic holds over 1,000,000 events, in turns with f0, the same to a
+//!   fresh topic;
+//! - a<N>, c<N>: a and c again with N clients for each N of `--sweep` (16, 32, 64 in a full
+//!   run), as information: where group commit overtakes one transaction per event.
 //!
-//! a and c, then b and d, are measured in turns (a, c, c, a in slices of half the seconds;
-//! `loadgen/pair.rs`), so each ratio compares the same moments of the host.
+//! Each pair (a and c, b and d, f and f0) is measured in turns (a, c, c, a in slices of half the
+//! seconds; `loadgen/pair.rs`), so each ratio compares the same moments of the host.
 //!
 //! The in-process node runs with its defaults except the per-key rate limits, which are off:
 //! everything here is sent with one admin key, and the point is capacity, not policy.

@@ -31,8 +31,15 @@ pub(crate) struct Args {
     #[arg(long)]
     warmup: Option<f64>,
     /// Concurrent clients (gRPC requests in flight, or Postgres connections for baselines).
-    #[arg(long, default_value_t = 32)]
+    /// The default is the load of the original's ghz load test and of `loadtest/ghz`: ghz's
+    /// default of 50 workers.
+    #[arg(long, default_value_t = 50)]
     concurrency: usize,
+    /// Also measure the 1-event pair (a with c) at these client counts, as info rows a<N>
+    /// and c<N>: where group commit starts to beat one transaction per event
+    /// [default: 16,32,64, or none with --quick; `--sweep` alone: none].
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    sweep: Option<Vec<usize>>,
     /// gRPC channels (HTTP/2 connections) the clients share.
     #[arg(long, default_value_t = 4)]
     channels: usize,
@@ -58,6 +65,9 @@ pub(crate) struct Args {
     no_settle: bool,
 }
 
+/// Client counts the 1-event pair is also measured at in a full run.
+const DEFAULT_SWEEP: [usize; 3] = [16, 32, 64];
+
 /// What to run, after defaults.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Plan {
@@ -65,6 +75,8 @@ pub(crate) struct Plan {
     pub(crate) seconds: f64,
     pub(crate) warmup: f64,
     pub(crate) concurrency: usize,
+    /// Extra client counts for the 1-event pair (info rows).
+    pub(crate) sweep: Vec<usize>,
     pub(crate) channels: usize,
     pub(crate) prefill: i64,
     pub(crate) server_db_pool_size: Option<u32>,
@@ -91,6 +103,20 @@ impl Plan {
         }
         if a.channels == 0 || a.channels > a.concurrency {
             bail!("--channels must be between 1 and --concurrency");
+        }
+        let sweep = a.sweep.clone().unwrap_or_else(|| {
+            if a.quick {
+                Vec::new()
+            } else {
+                DEFAULT_SWEEP
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != a.concurrency)
+                    .collect()
+            }
+        });
+        if sweep.iter().any(|n| !(a.channels..=256).contains(n)) {
+            bail!("--sweep client counts must be between --channels and 256");
         }
         if !(0..=10_000_000).contains(&prefill) {
             bail!("--prefill must be between 0 and 10,000,000");
@@ -121,6 +147,7 @@ impl Plan {
             seconds,
             warmup,
             concurrency: a.concurrency,
+            sweep,
             channels: a.channels,
             prefill,
             server_db_pool_size: None,

@@ -1,12 +1,12 @@
-//! The benchmark itself: scenarios a to f against one topic (a with c and b with d measured in
-//! turns, `pair.rs`), each stage under a deadline, then the ratios and the targets from the
-//! issue.
+//! The benchmark itself: scenarios a to f against one topic (a with c, b with d, the sweep's
+//! a<N> with c<N>, and f with f0 on a fresh topic, each pair measured in turns, `pair.rs`),
+//! each stage under a deadline, then the ratios and the targets from the issue.
 
 use crate::args::Plan;
 use crate::baselines::{make_baseline_table, prefill};
-use crate::pair::{Base, publish_pair};
+use crate::pair::{Base, growth_pair, publish_pair};
 use crate::report::{Report, ResultRow, thousands};
-use crate::scenarios::{point_pulls, publish, pull_walk};
+use crate::scenarios::{point_pulls, pull_walk};
 use crate::settle::Admin;
 use crate::setup::Target;
 use crate::{
@@ -66,13 +66,7 @@ fn eps(r: &ResultRow) -> f64 {
 /// Sets a publish scenario's target (`min_eps` events/s absolute and at least `min_ratio` of
 /// `base`, the same-run baseline named `label`) and whether it was met. Without the baseline
 /// (it failed) only the absolute target is judged.
-fn judge(
-    r: &mut ResultRow,
-    base: Option<&ResultRow>,
-    label: &'static str,
-    min_eps: f64,
-    min_ratio: f64,
-) {
+fn judge(r: &mut ResultRow, base: Option<&ResultRow>, label: &str, min_eps: f64, min_ratio: f64) {
     r.target = Some(format!(
         ">= {} ev/s and >= {:.0}% of {label}",
         thousands(min_eps),
@@ -83,9 +77,45 @@ fn judge(
     if let Some(base) = base {
         let ratio = eps(r) / eps(base);
         r.ratio = Some(ratio);
-        r.ratio_to = Some(label);
+        r.ratio_to = Some(label.into());
         r.target_met = Some(absolute && ratio >= min_ratio);
     }
+}
+
+/// The 1-event pair again at each of `plan.sweep`'s client counts, as info rows: group commit
+/// pays once requests queue up behind a transaction, so where it overtakes one transaction per
+/// event depends on the load, and the curve says more than one point.
+async fn sweep_single(
+    admin: &mut Admin,
+    plan: &Plan,
+    t: &Target,
+    topic: &str,
+    base: Option<&Base<'_>>,
+) -> Result<Vec<ResultRow>> {
+    let mut rows = Vec::new();
+    for &n in &plan.sweep {
+        say(&format!("a{n}, c{n}: the 1-event pair with {n} clients"));
+        let at = Plan {
+            concurrency: n,
+            ..plan.clone()
+        };
+        let (a_id, c_id) = (format!("a{n}"), format!("c{n}"));
+        let a_name = format!("publish durable, 1 event/request, {n} clients");
+        let c_name = format!("baseline: INSERT 1 row/txn, {n} connections");
+        let names = [
+            (a_id.as_str(), a_name.as_str()),
+            (c_id.as_str(), c_name.as_str()),
+        ];
+        let (mut a, c) = publish_pair(admin, &at, t, topic, base, 1, names).await?;
+        if let Some(c) = &c {
+            a.ratio = Some(eps(&a) / eps(c));
+            a.ratio_to = Some(c.id.clone());
+            a.target = Some("info: a/c at this load".into());
+        }
+        rows.push(a);
+        rows.extend(c);
+    }
+    Ok(rows)
 }
 
 pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report> {
@@ -123,6 +153,7 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
         ("c", "baseline: INSERT 1 row/transaction"),
     ];
     let (mut a, base_c) = publish_pair(&mut admin, plan, t, topic, base.as_ref(), 1, names).await?;
+    let sweep = sweep_single(&mut admin, plan, t, topic, base.as_ref()).await?;
 
     say(&format!(
         "b: durable publish, {BATCH} events/request, {c} clients, {secs} s; \
@@ -198,24 +229,23 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
     .await?;
 
     let topic_events_before_f = t.last_offset(topic).await?;
+    let fresh = format!("{topic}_fresh");
     say(&format!(
-        "f: durable publish, {BATCH} events/request, topic holds {topic_events_before_f} events"
+        "f: durable publish, {BATCH} events/request, topic holds {topic_events_before_f} events; \
+         f0: the same to a fresh topic, in turns"
     ));
-    let (measured, background) =
-        settled(&mut admin, "f", stage, publish(plan, t, topic, BATCH)).await?;
-    let mut f = ResultRow::measured(
-        "f",
-        &format!(
-            "publish durable, 100 ev/req, topic at {}",
-            thousands(topic_events_before_f as f64)
-        ),
-        &measured,
+    let fresh_id = t.create_topic(&fresh).await?;
+    let f_name = format!(
+        "publish durable, 100 ev/req, topic at {}",
+        thousands(topic_events_before_f as f64)
     );
-    f.background = background;
-    let end = t.last_offset(topic).await?;
-    f.events_per_commit = admin
-        .events_per_commit(topic, topic_events_before_f, end)
-        .await;
+    let names = [
+        ("f", f_name.as_str()),
+        ("f0", "publish durable, 100 ev/req, fresh topic"),
+    ];
+    let growth = growth_pair(&mut admin, plan, t, (topic, &fresh), BATCH, names).await;
+    t.cleanup(&fresh_id).await;
+    let (mut f, f0) = growth?;
     if let Some(conn) = admin.conn {
         let _ = conn.close().await;
     }
@@ -235,19 +265,20 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
         TARGET_BATCH_EPS,
         TARGET_BATCH_VS_BASELINE,
     );
-    f.ratio = Some(eps(&f) / eps(&b));
-    f.ratio_to = Some("b");
-    f.target = Some("info: ~1.0 x b expected".into());
+    f.ratio = Some(eps(&f) / eps(&f0));
+    f.ratio_to = Some("f0".into());
+    f.target = Some("info: ~1.0 x f0 expected".into());
     for p in [&mut p1, &mut p2] {
         p.ratio = Some(p.p50_ms / p0.p50_ms);
-        p.ratio_to = Some("e0");
+        p.ratio_to = Some("e0".into());
         p.target = Some("info: p50 latency ratio, ~1.0".into());
     }
 
     let mut rows = vec![a, b];
     rows.extend(base_c);
     rows.extend(base_d);
-    rows.extend([walk, p0, p1, p2, f]);
+    rows.extend(sweep);
+    rows.extend([walk, p0, p1, p2, f, f0]);
     Ok(Report {
         settings: plan.clone(),
         topic: topic.to_owned(),

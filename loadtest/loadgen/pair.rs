@@ -1,5 +1,6 @@
-//! A publish scenario and its Postgres baseline measured in turns (a with c, b with d), so that
-//! the ratio the targets are judged on compares like with like.
+//! A publish scenario and what it is compared with, measured in turns: its Postgres baseline
+//! (a with c, b with d) or the same publishing to a fresh topic (f with f0), so that the ratio
+//! the targets are judged on compares like with like.
 //!
 //! Measured one after the other, a scenario and its baseline see different moments of a shared
 //! host: on this machine the same baseline moved by a third between runs minutes apart, and a
@@ -22,9 +23,9 @@ use std::sync::atomic::AtomicI64;
 
 /// One side of a pair.
 #[derive(Clone, Copy)]
-enum Side {
-    /// Durable PublishEvents with this many events per request.
-    Publish(usize),
+enum Side<'a> {
+    /// Durable PublishEvents to this topic with this many events per request.
+    Publish(&'a str, usize),
     /// Rows straight into Postgres with this many rows per INSERT.
     Baseline(usize),
 }
@@ -47,13 +48,14 @@ async fn slice(
     admin: &mut Admin,
     plan: &Plan,
     t: &Target,
-    topic: &str,
     base: Option<&Base<'_>>,
-    side: Side,
+    side: Side<'_>,
 ) -> Result<(Measured, Option<String>)> {
     let limit = stage_limit(plan);
     match (side, base) {
-        (Side::Publish(n), _) => settled(admin, "publish", limit, publish(plan, t, topic, n)).await,
+        (Side::Publish(topic, n), _) => {
+            settled(admin, "publish", limit, publish(plan, t, topic, n)).await
+        }
         (Side::Baseline(n), Some(b)) => {
             let rows = baseline(plan, &t.threads, b.url, b.offsets, n);
             settled(admin, "baseline", limit, rows).await
@@ -72,30 +74,58 @@ pub(crate) async fn publish_pair(
     topic: &str,
     base: Option<&Base<'_>>,
     per_request: usize,
-    names: [(&'static str, &str); 2],
+    names: [(&str, &str); 2],
 ) -> Result<(ResultRow, Option<ResultRow>)> {
     let [(id, scenario), (base_id, base_scenario)] = names;
     let start = t.last_offset(topic).await?;
-    let sides = (Side::Publish(per_request), Side::Baseline(per_request));
-    let (published, baseline) = measure_pair(admin, plan, t, topic, base, sides).await?;
+    let sides = (
+        Side::Publish(topic, per_request),
+        Side::Baseline(per_request),
+    );
+    let (published, baseline) = measure_pair(admin, plan, t, base, sides).await?;
     let mut row = published.row(id, scenario);
     let end = t.last_offset(topic).await?;
     row.events_per_commit = admin.events_per_commit(topic, start, end).await;
     Ok((row, baseline.map(|b| b.row(base_id, base_scenario))))
 }
 
-/// Measures `first` and, when there is a database for it, `second` in ABBA order (see the
-/// module header); without a database, `first` alone for its full time.
+/// Publishing of `per_request` events to the `grown` topic and to a `fresh` one, in turns,
+/// as the rows `(id, scenario)` of `names`: whether publishing slows as a topic grows,
+/// compared at the same moments of the host (f with f0). Measured apart, f trailed b by 6-15%
+/// in runs where the node's own CPU per event, not Postgres', made the difference.
+pub(crate) async fn growth_pair(
+    admin: &mut Admin,
+    plan: &Plan,
+    t: &Target,
+    (grown, fresh): (&str, &str),
+    per_request: usize,
+    names: [(&str, &str); 2],
+) -> Result<(ResultRow, ResultRow)> {
+    let [(id, scenario), (fresh_id, fresh_scenario)] = names;
+    let start = t.last_offset(grown).await?;
+    let sides = (
+        Side::Publish(grown, per_request),
+        Side::Publish(fresh, per_request),
+    );
+    let (g, f) = measure_pair(admin, plan, t, None, sides).await?;
+    let mut row = g.row(id, scenario);
+    let end = t.last_offset(grown).await?;
+    row.events_per_commit = admin.events_per_commit(grown, start, end).await;
+    let f = f.ok_or_else(|| anyhow::anyhow!("the fresh topic's side did not run"))?;
+    Ok((row, f.row(fresh_id, fresh_scenario)))
+}
+
+/// Measures `first` and, when it can run (a baseline needs the database), `second` in ABBA
+/// order (see the module header); otherwise `first` alone for its full time.
 async fn measure_pair(
     admin: &mut Admin,
     plan: &Plan,
     t: &Target,
-    topic: &str,
     base: Option<&Base<'_>>,
-    (first, second): (Side, Side),
+    (first, second): (Side<'_>, Side<'_>),
 ) -> Result<(Sided, Option<Sided>)> {
-    if base.is_none() {
-        let (m, bg) = slice(admin, plan, t, topic, None, first).await?;
+    if matches!(second, Side::Baseline(_)) && base.is_none() {
+        let (m, bg) = slice(admin, plan, t, None, first).await?;
         return Ok((Sided::of(vec![(m, bg)]), None));
     }
     let half = Plan {
@@ -105,7 +135,7 @@ async fn measure_pair(
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for (i, side) in [first, second, second, first].into_iter().enumerate() {
         say(&format!("   slice {} of 4 ({} s)", i + 1, half.seconds));
-        let part = slice(admin, &half, t, topic, base, side).await?;
+        let part = slice(admin, &half, t, base, side).await?;
         if i == 0 || i == 3 { &mut a } else { &mut b }.push(part);
     }
     Ok((Sided::of(a), Some(Sided::of(b))))
@@ -125,7 +155,7 @@ impl Sided {
         }
     }
 
-    fn row(&self, id: &'static str, scenario: &str) -> ResultRow {
+    fn row(&self, id: &str, scenario: &str) -> ResultRow {
         let mut row = ResultRow::measured(id, scenario, &self.measured);
         row.background = self.background.clone();
         row

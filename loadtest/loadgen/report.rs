@@ -18,7 +18,7 @@ pub(crate) struct Report {
 
 #[derive(Serialize)]
 pub(crate) struct ResultRow {
-    pub(crate) id: &'static str,
+    pub(crate) id: String,
     pub(crate) scenario: String,
     pub(crate) events_per_sec: Option<f64>,
     pub(crate) p50_ms: f64,
@@ -30,7 +30,7 @@ pub(crate) struct ResultRow {
     pub(crate) seconds: f64,
     /// This row over its reference (throughput; for the deep pull, latency).
     pub(crate) ratio: Option<f64>,
-    pub(crate) ratio_to: Option<&'static str>,
+    pub(crate) ratio_to: Option<String>,
     pub(crate) target: Option<String>,
     pub(crate) target_met: Option<bool>,
     /// Checkpoints and autovacuum work seen during the scenario, if any.
@@ -42,9 +42,9 @@ pub(crate) struct ResultRow {
 }
 
 impl ResultRow {
-    pub(crate) fn measured(id: &'static str, scenario: &str, m: &Measured) -> ResultRow {
+    pub(crate) fn measured(id: &str, scenario: &str, m: &Measured) -> ResultRow {
         ResultRow {
-            id,
+            id: id.into(),
             scenario: scenario.into(),
             events_per_sec: Some(m.events_per_sec()),
             p50_ms: m.p(0.50),
@@ -64,9 +64,9 @@ impl ResultRow {
         }
     }
 
-    pub(crate) fn point(id: &'static str, scenario: String, lat: &[Duration]) -> ResultRow {
+    pub(crate) fn point(id: &str, scenario: String, lat: &[Duration]) -> ResultRow {
         ResultRow {
-            id,
+            id: id.into(),
             scenario,
             events_per_sec: None,
             p50_ms: percentile_ms(lat, 0.50),
@@ -142,7 +142,7 @@ pub(crate) fn print_report(r: &Report) {
     );
     println!("{}", "-".repeat(136));
     for row in &r.rows {
-        let ratio = match (row.ratio, row.ratio_to) {
+        let ratio = match (row.ratio, &row.ratio_to) {
             (Some(x), Some(to)) => format!("{x:.2} x {to}"),
             _ => String::new(),
         };
