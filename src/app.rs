@@ -279,14 +279,21 @@ pub async fn run(
     app.cluster_stop.cancel();
     let servers = async {
         let (g, h) = tokio::join!(grpc_server, http_server);
-        if let Ok(Err(e)) = g {
-            tracing::warn!(error = %e, "gRPC server ended with an error");
-        }
-        if let Ok(Err(e)) = h {
+        if let Ok(Err(e)) = &h {
             tracing::warn!(error = %e, "HTTP server ended with an error");
         }
+        match g {
+            Ok(Ok(threads)) => Some(threads),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "gRPC server ended with an error");
+                None
+            }
+            Err(_) => None,
+        }
     };
-    if tokio::time::timeout(grace, servers).await.is_err() {
+    // Dropped only after the pool is closed (see grpc::server::ServerThreads).
+    let grpc_threads = tokio::time::timeout(grace, servers).await;
+    if grpc_threads.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     app.writer.close();
@@ -296,6 +303,7 @@ pub async fn run(
     }
     app.writer.shutdown().await;
     app.pool.close().await;
+    drop(grpc_threads);
     tracing::info!("node stopped");
     Ok(())
 }

@@ -20,14 +20,22 @@ use tonic::service::Routes;
 /// Connections waiting for their thread; the accept loop waits when a thread falls behind.
 const HANDOFF_QUEUE: usize = 64;
 
+/// The server threads, idle once their servers have drained. Keep them until the node's pool
+/// is closed: a pooled connection a call opened on one of them is registered with that
+/// thread's reactor, and stopping the thread first breaks it under whoever uses it next (the
+/// hand-over's leave of the membership table failed that way, so other nodes waited out the
+/// node's TTL instead of taking its subscriptions at once).
+pub struct ServerThreads(#[allow(dead_code)] Vec<ThreadRuntime>);
+
 /// Serves `routes` on `listener` with `threads` server threads until `stop` fires, then lets
-/// the calls in flight finish. The returned future ends when every thread has.
+/// the calls in flight finish. The returned future ends when every thread's server has, and
+/// hands back the threads, still running.
 pub fn serve(
     routes: Routes,
     listener: TcpListener,
     threads: usize,
     stop: CancellationToken,
-) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+) -> anyhow::Result<impl Future<Output = anyhow::Result<ServerThreads>>> {
     let mut senders = Vec::with_capacity(threads);
     let mut servers = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
@@ -42,11 +50,12 @@ pub fn serve(
     let accept = accept(listener, senders, stop);
     Ok(async move {
         accept.await;
-        // Each thread stops (its `ThreadRuntime` dropped) once its server has drained.
-        for (_thread, server) in servers {
+        let mut threads = Vec::with_capacity(servers.len());
+        for (thread, server) in servers {
             server.await.context("a gRPC thread's server panicked")??;
+            threads.push(thread);
         }
-        Ok(())
+        Ok(ServerThreads(threads))
     })
 }
 
