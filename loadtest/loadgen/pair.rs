@@ -65,8 +65,7 @@ async fn slice(
 }
 
 /// Durable publishing of `per_request` events and its baseline of as many rows per INSERT,
-/// in turns, as the rows `(id, scenario)` of `names`; the publish row also gets its average
-/// events per writer transaction (only its slices write to the topic).
+/// in turns, as the rows `(id, scenario)` of `names`.
 pub(crate) async fn publish_pair(
     admin: &mut Admin,
     plan: &Plan,
@@ -76,17 +75,8 @@ pub(crate) async fn publish_pair(
     per_request: usize,
     names: [(&str, &str); 2],
 ) -> Result<(ResultRow, Option<ResultRow>)> {
-    let [(id, scenario), (base_id, base_scenario)] = names;
-    let start = t.last_offset(topic).await?;
-    let sides = (
-        Side::Publish(topic, per_request),
-        Side::Baseline(per_request),
-    );
-    let (published, baseline) = measure_pair(admin, plan, t, base, sides).await?;
-    let mut row = published.row(id, scenario);
-    let end = t.last_offset(topic).await?;
-    row.events_per_commit = admin.events_per_commit(topic, start, end).await;
-    Ok((row, baseline.map(|b| b.row(base_id, base_scenario))))
+    let other = Side::Baseline(per_request);
+    published_with(admin, plan, t, (topic, per_request), (base, other), names).await
 }
 
 /// Publishing of `per_request` events to the `grown` topic and to a `fresh` one, in turns,
@@ -101,18 +91,30 @@ pub(crate) async fn growth_pair(
     per_request: usize,
     names: [(&str, &str); 2],
 ) -> Result<(ResultRow, ResultRow)> {
-    let [(id, scenario), (fresh_id, fresh_scenario)] = names;
-    let start = t.last_offset(grown).await?;
-    let sides = (
-        Side::Publish(grown, per_request),
-        Side::Publish(fresh, per_request),
-    );
-    let (g, f) = measure_pair(admin, plan, t, None, sides).await?;
-    let mut row = g.row(id, scenario);
-    let end = t.last_offset(grown).await?;
-    row.events_per_commit = admin.events_per_commit(grown, start, end).await;
+    let other = Side::Publish(fresh, per_request);
+    let (g, f) = published_with(admin, plan, t, (grown, per_request), (None, other), names).await?;
     let f = f.ok_or_else(|| anyhow::anyhow!("the fresh topic's side did not run"))?;
-    Ok((row, f.row(fresh_id, fresh_scenario)))
+    Ok((g, f))
+}
+
+/// Publishing to `topic` in turns with `other`; the publish row also gets its average events
+/// per writer transaction (only its slices write to the topic).
+async fn published_with(
+    admin: &mut Admin,
+    plan: &Plan,
+    t: &Target,
+    (topic, per_request): (&str, usize),
+    (base, other): (Option<&Base<'_>>, Side<'_>),
+    names: [(&str, &str); 2],
+) -> Result<(ResultRow, Option<ResultRow>)> {
+    let [(id, scenario), (other_id, other_scenario)] = names;
+    let start = t.last_offset(topic).await?;
+    let sides = (Side::Publish(topic, per_request), other);
+    let (published, second) = measure_pair(admin, plan, t, base, sides).await?;
+    let mut row = published.row(id, scenario);
+    let end = t.last_offset(topic).await?;
+    row.events_per_commit = admin.events_per_commit(topic, start, end).await;
+    Ok((row, second.map(|s| s.row(other_id, other_scenario))))
 }
 
 /// Measures `first` and, when it can run (a baseline needs the database), `second` in ABBA

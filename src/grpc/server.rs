@@ -25,7 +25,9 @@ const HANDOFF_QUEUE: usize = 64;
 /// thread's reactor, and stopping the thread first breaks it under whoever uses it next (the
 /// hand-over's leave of the membership table failed that way, so other nodes waited out the
 /// node's TTL instead of taking its subscriptions at once).
-pub struct ServerThreads(#[allow(dead_code)] Vec<ThreadRuntime>);
+pub struct ServerThreads {
+    _threads: Vec<ThreadRuntime>,
+}
 
 /// Serves `routes` on `listener` with `threads` server threads until `stop` fires, then lets
 /// the calls in flight finish. The returned future ends when every thread's server has, and
@@ -55,7 +57,7 @@ pub fn serve(
             server.await.context("a gRPC thread's server panicked")??;
             threads.push(thread);
         }
-        Ok(ServerThreads(threads))
+        Ok(ServerThreads { _threads: threads })
     })
 }
 
