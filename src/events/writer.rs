@@ -9,8 +9,9 @@
 //! are contiguous and commit strictly in offset order. The transaction commits without waiting
 //! for the WAL flush (the lock is free a flush sooner); a mark (`mark.rs`, synchronously
 //! committed) then raises the mark every reader stops at (`topic_marks`), and its flush
-//! makes the batch durable. A small batch commits synchronously and moves the mark itself. Requests are answered after the mark, so an acknowledged event is
-//! durable and visible, and a reader of "offset > N" can never miss a row that commits later.
+//! makes the batch durable. A small batch commits synchronously and moves the mark itself.
+//! Requests are answered after the mark, so an acknowledged event is durable and visible,
+//! and a reader of "offset > N" can never miss a row that commits later.
 //! Batching many requests into one transaction is what keeps the serialisation fast.
 
 use super::handoff::{self, Outbox};

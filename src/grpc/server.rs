@@ -168,3 +168,118 @@ impl tonic::transport::server::Connected for Unvectored {
         self.0.connect_info()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A route whose calls open a TCP connection on the server thread (as a call that grows
+    /// the node's pool does) and hand it out.
+    #[derive(Clone)]
+    struct Opener {
+        to: SocketAddr,
+        out: mpsc::UnboundedSender<TcpStream>,
+    }
+
+    impl tonic::server::NamedService for Opener {
+        const NAME: &'static str = "probe.Opener";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Opener {
+        type Response = http::StatusCode;
+        type Error = Infallible;
+        type Future = futures::future::BoxFuture<'static, Result<http::StatusCode, Infallible>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+            let (to, out) = (self.to, self.out.clone());
+            Box::pin(async move {
+                let stream = TcpStream::connect(to).await.expect("connect");
+                out.send(stream).expect("hand out");
+                Ok(http::StatusCode::OK)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn threads_outlive_their_servers_until_dropped() {
+        crate::install_crypto_provider();
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (tx, mut opened) = mpsc::unbounded_channel();
+        let routes = Routes::new(Opener {
+            to: target.local_addr().unwrap(),
+            out: tx,
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/probe.Opener/Open",
+            listener.local_addr().unwrap()
+        );
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(serve(routes, listener, 1, stop.clone()).unwrap());
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        assert_eq!(client.post(&url).send().await.unwrap().status(), 200);
+        drop(client);
+        let mut stream = opened
+            .recv()
+            .await
+            .expect("a stream opened on the server thread");
+        let (mut peer, _) = target.accept().await.unwrap();
+
+        stop.cancel();
+        let threads = served.await.unwrap().expect("servers drained");
+        // The servers are done and the thread must stay. Had it been let go, it would end
+        // within moments: give it a second to (a bound, not a timing) before using the stream.
+        for _ in 0..100 {
+            assert!(
+                server_thread_running(),
+                "the server thread ended with its server"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stream
+            .write_all(b"x")
+            .await
+            .expect("usable while the threads are held");
+        let mut byte = [0u8; 1];
+        peer.read_exact(&mut byte).await.unwrap();
+        assert_eq!(&byte, b"x");
+
+        // Without them it breaks (their runtimes shut down as their threads end): what the
+        // hand-over's leave of the membership table ran into when the threads went first.
+        drop(threads);
+        for _ in 0..500 {
+            if !server_thread_running() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!server_thread_running(), "dropping the threads ends them");
+        assert!(
+            stream.write_all(b"y").await.is_err(),
+            "a stream of an ended thread's reactor kept working"
+        );
+    }
+
+    /// Whether this process has the server thread (only this test starts one in the unit
+    /// tests' process).
+    fn server_thread_running() -> bool {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .any(|name| name.trim() == "er-grpc-0")
+    }
+}

@@ -192,7 +192,9 @@ async fn readiness_follows_postgres_and_reports_redis() {
 /// those threads' reactors. Stopping the threads before the pool closed broke them under the
 /// hand-over, whose leave of the membership table then failed: other nodes waited out the
 /// node's TTL instead of taking its work at once. The old order raced (the leave against the
-/// threads' stop), and this test failed on it in about one run in three.
+/// threads' stop), and this end-to-end test failed on it in about one run in three; the unit
+/// test `grpc::server::tests::threads_outlive_their_servers_until_dropped` pins the
+/// mechanism itself every time.
 #[tokio::test]
 async fn a_stopping_node_leaves_the_cluster_after_its_grpc_threads_opened_connections() {
     let mut c = TestCluster::start_with(1, |cfg| cfg.db_pool_size = 4).await;
