@@ -81,6 +81,23 @@ const TEXT_COLUMNS: [&str; 7] = [
     "anonymous_id",
 ];
 const MAX_PATH_DEPTH: usize = 16;
+/// Most filters in one pull or stream: each is a condition Postgres evaluates on every row a
+/// read scans. Ten is more than any use seen (the admin UI offers three).
+pub const MAX_FILTERS: usize = 10;
+
+/// Parses the filters of one pull or stream, `(field, comparison, value)` each; more than
+/// [`MAX_FILTERS`] is refused before any is parsed.
+pub fn parse_filters<'a>(
+    filters: impl ExactSizeIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Result<Vec<Filter>> {
+    if filters.len() > MAX_FILTERS {
+        return Err(Error::invalid(format!(
+            "too many filters: {}, at most {MAX_FILTERS} allowed",
+            filters.len()
+        )));
+    }
+    filters.map(|(f, c, v)| Filter::parse(f, c, v)).collect()
+}
 
 impl Filter {
     /// Parses a filter from the wire; every mistake is INVALID_ARGUMENT naming the filter.

@@ -198,10 +198,10 @@ fn already_exists(e: sqlx::Error) -> Error {
 /// stops (the view `topic_marks`, the larger of the topic's two marks; see `events/mark.rs`).
 /// Offsets are contiguous from 1, so it is also the topic's event count. NOT_FOUND without
 /// the topic.
-pub async fn last_offset(pool: &PgPool, name: &str) -> Result<i64> {
+pub async fn last_offset<'c>(db: impl sqlx::PgExecutor<'c>, name: &str) -> Result<i64> {
     sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
         .bind(name)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?
         .ok_or_else(|| Error::not_found("Topic not found"))
 }

@@ -316,7 +316,7 @@ async fn tail(
 /// State of one tail stream: the live receiver, pending SSE events, and a tick to notice a
 /// draining node (so a shutdown is not held up by open tails).
 struct Tail {
-    rx: tokio::sync::broadcast::Receiver<crate::live::Batch>,
+    rx: crate::live::Listener,
     pending: VecDeque<SseEvent>,
     tick: tokio::time::Interval,
     app: App,
