@@ -231,9 +231,14 @@ pub async fn run(
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
-        .await;
+    // The gRPC health service tells what /readyz tells, brought up to date every second.
+    crate::health::set(&health, crate::health::check(&app).await.ready()).await;
+    let health_stop = CancellationToken::new();
+    tokio::spawn(crate::health::report(
+        app.clone(),
+        health.clone(),
+        health_stop.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -257,6 +262,21 @@ pub async fn run(
             stop_accepting.clone(),
         )?)
     };
+    let metrics_server = match app.config.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics on {addr} (ER_METRICS_ADDR)"))?;
+            let stop = stop_accepting.clone();
+            let router = http::metrics_router(app.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+    };
     let http_server = {
         let stop = stop_accepting.clone();
         let router = http::router(app.clone());
@@ -275,15 +295,17 @@ pub async fn run(
     tracing::info!("shutdown requested: draining");
     app.draining.store(true, Ordering::Relaxed);
     app.streams_stop.cancel();
-    health
-        .set_not_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
-        .await;
+    health_stop.cancel();
+    crate::health::set(&health, false).await;
     stop_accepting.cancel();
     // Hand webhook subscriptions over while the servers drain: the owner lets the attempts
     // in flight finish, then leaves the cluster and frees its locks.
     app.cluster_stop.cancel();
     let servers = async {
         let (g, h) = tokio::join!(grpc_server, http_server);
+        if let Some(m) = metrics_server {
+            let _ = m.await;
+        }
         if let Ok(Err(e)) = &h {
             tracing::warn!(error = %e, "HTTP server ended with an error");
         }
