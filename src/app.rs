@@ -285,7 +285,9 @@ pub async fn run(
             let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, router)
+            // The peer address reaches handlers (sign-in throttling counts per address).
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })

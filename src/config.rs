@@ -157,6 +157,11 @@ pub struct Config {
     #[arg(long, env = "ER_UI_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
     pub ui_secure_cookies: bool,
 
+    /// Proxies (comma-separated CIDRs) whose `X-Forwarded-For` names the client: sign-in
+    /// throttling counts the client's address, not the proxy's. Empty: the peer address.
+    #[arg(long, env = "ER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Hours an admin UI session lasts after sign-in (1 to 720).
     #[arg(long, env = "ER_UI_SESSION_HOURS", default_value_t = 12)]
     pub ui_session_hours: u64,

@@ -84,6 +84,40 @@ async fn readyz(State(app): State<App>) -> Response {
     (code, Json(body)).into_response()
 }
 
+/// The client's address: the peer's, or, when the peer is one of the `trusted` proxies, the
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy. Read from the right:
+/// entries to the left of the first untrusted one are the client's own say, and ignored.
+pub fn client_addr(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, std::net::IpAddr::V4),
+            v4 => *v4,
+        };
+        trusted.iter().any(|n| n.contains(&ip))
+    };
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let code = match &self {

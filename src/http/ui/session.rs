@@ -233,6 +233,7 @@ pub async fn login_page(
 /// POST /login: checks the password and starts a session.
 pub async fn login(
     State(app): State<App>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -247,7 +248,12 @@ pub async fn login(
             StatusCode::FORBIDDEN,
         );
     }
-    let user = match app.users.check_credentials(&f.email, &f.password).await {
+    let addr = crate::http::client_addr(peer.ip(), &headers, &app.config.trusted_proxies);
+    let user = match app
+        .users
+        .check_credentials(&f.email, &f.password, addr)
+        .await
+    {
         Ok(Some(u)) => u,
         Ok(None) => {
             tracing::info!("UI sign-in refused: wrong email or password");
@@ -269,6 +275,17 @@ pub async fn login(
                 &f.next,
                 Some(&msg),
                 StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+        Err(e @ crate::error::Error::InvalidArgument(_)) => {
+            let msg = e.to_string();
+            return login_form(
+                &app,
+                &headers,
+                &f.email,
+                &f.next,
+                Some(&msg),
+                StatusCode::BAD_REQUEST,
             );
         }
         Err(e) => return UiError(e).into_response(),
