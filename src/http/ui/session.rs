@@ -368,6 +368,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn next_never_leaves_the_origin(next in "\\PC{0,40}|[/\\\\\t\n\r:a-z.@%]{0,20}") {
+            let out = local_path(&next);
+            proptest::prop_assert!(out == next || out == "/");
+            proptest::prop_assert!(out.starts_with('/') && !out.starts_with("//"));
+            proptest::prop_assert!(!out.contains('\\') && !out.chars().any(char::is_control));
+            let base = url::Url::parse("https://node.example/here").unwrap();
+            let joined = base.join(out).unwrap();
+            proptest::prop_assert_eq!(joined.host_str(), Some("node.example"));
+            proptest::prop_assert_eq!(joined.scheme(), "https");
+        }
+
+        #[test]
+        fn plain_paths_are_kept(path in "/[a-z0-9_/?=&.-]{0,40}") {
+            proptest::prop_assume!(!path.starts_with("//"));
+            proptest::prop_assert_eq!(local_path(&path), path.as_str());
+        }
+    }
+
     #[test]
     fn cookies_are_found_by_exact_name() {
         let mut h = HeaderMap::new();
