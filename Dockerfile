@@ -44,7 +44,7 @@ USER 10001:10001
 WORKDIR /tmp
 
 # 50051: gRPC (and grpc.health.v1); 9000: HTTP /healthz, /readyz, /metrics, websockets.
-EXPOSE 50051 9000
+EXPOSE 50051 9000 9090
 
 # The binary handles SIGTERM itself (readiness off, drain within
 # ER_SHUTDOWN_GRACE_SECONDS), so it runs as PID 1 with no init wrapper.

@@ -65,7 +65,7 @@ struct Args {
     floor_sender: Option<usize>,
 }
 
-pub(crate) const JWT_SECRET: &str = "bench-secret-not-for-production";
+pub(crate) const JWT_SECRET: &str = "bench-secret-not-for-production-use-0123456789";
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -139,7 +139,10 @@ async fn measure(
         .env("DATABASE_URL", &url)
         .env("ER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
         .env("ER_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env("ER_JWT_SECRET", "telemetry-bench-secret")
+        .env(
+            "ER_JWT_SECRET",
+            "telemetry-bench-secret-not-for-production-0123",
+        )
         .env("RUST_LOG", "warn")
         .env_remove("REDIS_URL")
         .env_remove("ER_OTLP_ENDPOINT")

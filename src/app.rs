@@ -25,8 +25,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Largest gRPC message accepted: room for a full request of large events.
-const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest gRPC reply sent (a pull of a full batch of large events). Requests are bounded by
+/// `ER_GRPC_MAX_MESSAGE_BYTES` instead.
+const MAX_GRPC_REPLY: usize = 64 * 1024 * 1024;
 
 /// The services of one node, cheap to clone (everything inside is shared).
 #[derive(Clone)]
@@ -69,11 +70,15 @@ impl App {
     /// Connects, migrates and builds the services. Background work is spawned on `tracker`.
     pub async fn start(config: Config, tracker: &TaskTracker) -> anyhow::Result<App> {
         config.validate().map_err(anyhow::Error::msg)?;
+        let jwt_secret = config
+            .serving_jwt_secret()
+            .map_err(anyhow::Error::msg)?
+            .to_owned();
         crate::install_crypto_provider();
         if config.jwt_secret.is_none() {
             tracing::warn!(
-                "ER_JWT_SECRET is not set: using the public development secret; \
-                 anyone can forge tokens. Set ER_JWT_SECRET in production."
+                "ER_INSECURE_DEV_JWT=true and no ER_JWT_SECRET: using the public development \
+                 secret; anyone can forge tokens. Development only."
             );
         }
         if !config.auth_enabled {
@@ -89,7 +94,7 @@ impl App {
         .await
         .context("connecting to Postgres (DATABASE_URL)")?;
         db::migrate(&pool).await.context("applying migrations")?;
-        let live = Live::with_buffer(config.live_buffer);
+        let live = Live::with_buffers(config.live_buffer, config.live_buffer_bytes);
         let metrics = Metrics::new();
         let redis = match &config.redis_url {
             Some(url) => {
@@ -152,11 +157,12 @@ impl App {
                 bus.clone(),
                 limits,
                 metrics.clone(),
-            ),
+            )
+            .with_pull_timeout(config.pull_timeout()),
             subscriptions: Subscriptions::new(pool.clone()),
             auth: Auth::new(
                 ApiKeys::new(pool.clone()),
-                Jwt::new(config.jwt_secret()),
+                Jwt::new(&jwt_secret),
                 config.auth_enabled,
             ),
             live,
@@ -225,18 +231,22 @@ pub async fn run(
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
-        .await;
+    // The gRPC health service tells what /readyz tells, brought up to date every second.
+    crate::health::set(&health, crate::health::check(&app).await.ready()).await;
+    let health_stop = CancellationToken::new();
+    tokio::spawn(crate::health::report(
+        app.clone(),
+        health.clone(),
+        health_stop.clone(),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let reflection_alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let service = proto::event_relay_server::EventRelayServer::new(grpc::Service::new(app.clone()))
-        .max_decoding_message_size(MAX_GRPC_MESSAGE)
-        .max_encoding_message_size(MAX_GRPC_MESSAGE);
+    // Behind the gate, which authenticates each call before its body is read.
+    let service = grpc::gate::service(&app, app.config.grpc_max_message_bytes, MAX_GRPC_REPLY);
 
     // Servers stop accepting when `stop_accepting` fires, after readiness has turned false.
     let stop_accepting = CancellationToken::new();
@@ -252,6 +262,21 @@ pub async fn run(
             stop_accepting.clone(),
         )?)
     };
+    let metrics_server = match app.config.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics on {addr} (ER_METRICS_ADDR)"))?;
+            let stop = stop_accepting.clone();
+            let router = http::metrics_router(app.clone());
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+    };
     let http_server = {
         let stop = stop_accepting.clone();
         let router = http::router(app.clone());
@@ -260,7 +285,9 @@ pub async fn run(
             let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, router)
+            // The peer address reaches handlers (sign-in throttling counts per address).
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })
@@ -270,15 +297,17 @@ pub async fn run(
     tracing::info!("shutdown requested: draining");
     app.draining.store(true, Ordering::Relaxed);
     app.streams_stop.cancel();
-    health
-        .set_not_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
-        .await;
+    health_stop.cancel();
+    crate::health::set(&health, false).await;
     stop_accepting.cancel();
     // Hand webhook subscriptions over while the servers drain: the owner lets the attempts
     // in flight finish, then leaves the cluster and frees its locks.
     app.cluster_stop.cancel();
     let servers = async {
         let (g, h) = tokio::join!(grpc_server, http_server);
+        if let Some(m) = metrics_server {
+            let _ = m.await;
+        }
         if let Ok(Err(e)) = &h {
             tracing::warn!(error = %e, "HTTP server ended with an error");
         }

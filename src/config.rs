@@ -34,13 +34,29 @@ pub struct Config {
     #[arg(long, env = "ER_GRPC_THREADS", default_value_t = 0)]
     pub grpc_threads: usize,
 
-    /// HTTP listen address (health, metrics, websockets, UI).
+    /// HTTP listen address (health, websockets, UI; and metrics unless `ER_METRICS_ADDR`).
     #[arg(long, env = "ER_HTTP_ADDR", default_value = "0.0.0.0:9000")]
     pub http_addr: SocketAddr,
 
-    /// Secret for signing JWTs (HS256). Unset: a fixed development secret, with a warning.
+    /// Separate listen address for `/metrics` (then not served on `ER_HTTP_ADDR`), so an
+    /// ingress in front of the HTTP port never exposes it. Unset: metrics on the HTTP port.
+    #[arg(long, env = "ER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Largest gRPC request message accepted, in bytes; larger ones are refused before they
+    /// are decoded.
+    #[arg(long, env = "ER_GRPC_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub grpc_max_message_bytes: usize,
+
+    /// Secret for signing JWTs (HS256), at least 32 bytes. Required by `serve` unless
+    /// `ER_INSECURE_DEV_JWT=true`.
     #[arg(long, env = "ER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+
+    /// Let `serve` start without `ER_JWT_SECRET`, on a public development secret anyone can
+    /// forge tokens with. Only for a private development machine.
+    #[arg(long, env = "ER_INSECURE_DEV_JWT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub insecure_dev_jwt: bool,
 
     /// Require API keys on every gRPC call. Turn off only on a private development machine.
     #[arg(long, env = "ER_AUTH_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
@@ -62,10 +78,20 @@ pub struct Config {
     #[arg(long, env = "ER_MAX_EVENTS_PER_REQUEST", default_value_t = 1000)]
     pub max_events_per_request: usize,
 
+    /// Statement timeout of a pull's queries, in milliseconds; a pull that takes longer is
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ER_PULL_TIMEOUT_MS", default_value_t = 5_000)]
+    pub pull_timeout_ms: u64,
+
     /// Published batches a node keeps per topic for its websocket clients and gRPC streams;
     /// a client that falls further behind is disconnected as slow.
     #[arg(long, env = "ER_LIVE_BUFFER", default_value_t = crate::live::TOPIC_BUFFER)]
     pub live_buffer: usize,
+
+    /// Event bytes a node keeps per topic for its live listeners (with `ER_LIVE_BUFFER`,
+    /// whichever is reached first): a listener further behind is disconnected as slow.
+    #[arg(long, env = "ER_LIVE_BUFFER_BYTES", default_value_t = crate::live::TOPIC_BUFFER_BYTES)]
+    pub live_buffer_bytes: usize,
 
     /// Postgres connections in this node's pool.
     #[arg(long, env = "ER_DB_POOL_SIZE", default_value_t = 20)]
@@ -131,6 +157,11 @@ pub struct Config {
     #[arg(long, env = "ER_UI_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
     pub ui_secure_cookies: bool,
 
+    /// Proxies (comma-separated CIDRs) whose `X-Forwarded-For` names the client: sign-in
+    /// throttling counts the client's address, not the proxy's. Empty: the peer address.
+    #[arg(long, env = "ER_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Hours an admin UI session lasts after sign-in (1 to 720).
     #[arg(long, env = "ER_UI_SESSION_HOURS", default_value_t = 12)]
     pub ui_session_hours: u64,
@@ -160,8 +191,12 @@ pub struct Config {
     pub rate_limit_admin: u64,
 }
 
-/// The secret used when `ER_JWT_SECRET` is unset. Public by construction: development only.
+/// The secret used when `ER_JWT_SECRET` is unset and `ER_INSECURE_DEV_JWT=true`. Public by
+/// construction: development only.
 pub const DEV_JWT_SECRET: &str = "eventrelay-development-secret-do-not-use-in-production";
+
+/// Shortest accepted `ER_JWT_SECRET`, in bytes (HS256 keys should carry 256 bits).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl Config {
     /// Defaults for everything but the database, ignoring the environment. For tests and
@@ -180,7 +215,9 @@ impl Config {
             .unwrap_or_else(|e| panic!("built-in defaults must parse: {e}"));
         config.database_url = database_url.into();
         config.redis_url = None;
-        config.jwt_secret = Some("test-secret".into());
+        // A secret of its own per configuration, as a deployment has.
+        config.jwt_secret = Some(crate::users::random_token(MIN_JWT_SECRET_BYTES + 8));
+        config.insecure_dev_jwt = false;
         config.auth_enabled = true;
         config.node_name = None;
         config.grpc_addr = ([127, 0, 0, 1], 0).into();
@@ -228,15 +265,56 @@ impl Config {
         if !(1..=720).contains(&self.ui_session_hours) {
             return Err("ER_UI_SESSION_HOURS must be between 1 and 720".into());
         }
-        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 8) {
-            return Err("ER_JWT_SECRET must be at least 8 characters".into());
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < MIN_JWT_SECRET_BYTES)
+        {
+            return Err(format!(
+                "ER_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes \
+                 (generate one with `openssl rand -hex 32`)"
+            ));
+        }
+        if self.grpc_max_message_bytes < 64 * 1024 {
+            return Err("ER_GRPC_MAX_MESSAGE_BYTES must be at least 65536".into());
+        }
+        if self.grpc_max_message_bytes < self.max_event_bytes {
+            return Err(format!(
+                "ER_GRPC_MAX_MESSAGE_BYTES ({}) must be at least ER_MAX_EVENT_BYTES ({})",
+                self.grpc_max_message_bytes, self.max_event_bytes
+            ));
+        }
+        if self.pull_timeout_ms < 100 {
+            return Err("ER_PULL_TIMEOUT_MS must be at least 100".into());
+        }
+        if self.live_buffer_bytes < 1024 * 1024 {
+            return Err("ER_LIVE_BUFFER_BYTES must be at least 1048576".into());
         }
         Ok(())
     }
 
-    /// The JWT secret in force.
+    /// The JWT secret a node serves with: `ER_JWT_SECRET`, or the public development secret
+    /// when `ER_INSECURE_DEV_JWT=true`. A node refuses to start without either.
+    pub fn serving_jwt_secret(&self) -> Result<&str, String> {
+        match (&self.jwt_secret, self.insecure_dev_jwt) {
+            (Some(s), _) => Ok(s),
+            (None, true) => Ok(DEV_JWT_SECRET),
+            (None, false) => Err(format!(
+                "ER_JWT_SECRET is required (at least {MIN_JWT_SECRET_BYTES} bytes, e.g. \
+                 `openssl rand -hex 32`); on a private development machine \
+                 ER_INSECURE_DEV_JWT=true starts with a public secret instead"
+            )),
+        }
+    }
+
+    /// The JWT secret in force (the development secret when none is set).
     pub fn jwt_secret(&self) -> &str {
-        self.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)
+        self.serving_jwt_secret().unwrap_or(DEV_JWT_SECRET)
+    }
+
+    /// The statement timeout of pulls.
+    pub fn pull_timeout(&self) -> Duration {
+        Duration::from_millis(self.pull_timeout_ms)
     }
 
     /// This node's name: configured, else the host name, else "node".
@@ -279,7 +357,10 @@ impl std::fmt::Debug for Config {
             .field("grpc_addr", &self.grpc_addr)
             .field("grpc_threads", &self.grpc_threads)
             .field("http_addr", &self.http_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("grpc_max_message_bytes", &self.grpc_max_message_bytes)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<secret>"))
+            .field("insecure_dev_jwt", &self.insecure_dev_jwt)
             .field("auth_enabled", &self.auth_enabled)
             .field("cluster_name", &self.cluster_name)
             .field("max_event_bytes", &self.max_event_bytes)
@@ -324,9 +405,31 @@ mod tests {
     }
 
     #[test]
+    fn jwt_secret_is_required_long_and_only_waived_explicitly() {
+        let mut c = Config::for_database("postgres://x");
+        assert!(c.jwt_secret.as_ref().unwrap().len() >= MIN_JWT_SECRET_BYTES);
+        assert_ne!(
+            c.jwt_secret,
+            Config::for_database("postgres://x").jwt_secret,
+            "each configuration has its own secret"
+        );
+        c.jwt_secret = Some("x".repeat(MIN_JWT_SECRET_BYTES - 1));
+        assert!(c.validate().unwrap_err().contains("ER_JWT_SECRET"));
+        c.jwt_secret = None;
+        assert_eq!(c.validate(), Ok(()), "other commands need no secret");
+        assert!(
+            c.serving_jwt_secret()
+                .unwrap_err()
+                .contains("ER_JWT_SECRET")
+        );
+        c.insecure_dev_jwt = true;
+        assert_eq!(c.serving_jwt_secret(), Ok(DEV_JWT_SECRET));
+    }
+
+    #[test]
     fn debug_hides_secrets() {
         let mut c = Config::for_database("postgres://user:hunter2@db/x");
-        c.jwt_secret = Some("supersecret".into());
+        c.jwt_secret = Some("supersecret-supersecret-supersecret".into());
         let s = format!("{c:?}");
         assert!(!s.contains("hunter2") && !s.contains("supersecret"));
     }

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod health;
 pub mod http;
 pub mod live;
 pub mod metrics;

@@ -147,15 +147,18 @@ impl Principal {
         }
     }
 
-    /// Reading one subscription (get, websocket join, stream): admins, or a consumer
-    /// associated with it.
+    /// Reading one subscription (get, websocket consumer join, stream): admins, or a consumer
+    /// associated with it. Producer keys never read, whatever they are associated with.
     pub fn authorize_subscription(&self, id: Uuid) -> Result<()> {
-        if self.is_admin() || self.subscriptions.iter().any(|s| s.id == id) {
-            Ok(())
-        } else {
-            Err(Error::PermissionDenied(
+        match self.key_type {
+            KeyType::Admin => Ok(()),
+            KeyType::Consumer if self.subscriptions.iter().any(|s| s.id == id) => Ok(()),
+            KeyType::Consumer => Err(Error::PermissionDenied(
                 "key is not associated with this subscription".into(),
-            ))
+            )),
+            KeyType::Producer => Err(Error::PermissionDenied(
+                "producer keys may not read events".into(),
+            )),
         }
     }
 }
@@ -206,7 +209,17 @@ mod tests {
         assert!(producer.authorize_publish(&t("users")).is_err());
         assert!(producer.authorize_read(&t("users:123")).is_err());
         assert!(producer.require_admin("create topics").is_err());
+        // A producer associated with a subscription still may not read through it.
         let sub = Uuid::now_v7();
+        let associated = Principal {
+            subscriptions: vec![SubscriptionGrant {
+                id: sub,
+                topic: grant("users", "123"),
+            }],
+            ..producer.clone()
+        };
+        assert!(associated.authorize_subscription(sub).is_err());
+        assert!(associated.authorize_read(&t("users:123")).is_err());
         let consumer = Principal {
             key_id: Uuid::nil(),
             key_type: KeyType::Consumer,

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod control;
+mod guard;
 pub mod settings;
 pub mod signing;
 pub mod store;

@@ -81,6 +81,23 @@ const TEXT_COLUMNS: [&str; 7] = [
     "anonymous_id",
 ];
 const MAX_PATH_DEPTH: usize = 16;
+/// Most filters in one pull or stream: each is a condition Postgres evaluates on every row a
+/// read scans. Ten is more than any use seen (the admin UI offers three).
+pub const MAX_FILTERS: usize = 10;
+
+/// Parses the filters of one pull or stream, `(field, comparison, value)` each; more than
+/// [`MAX_FILTERS`] is refused before any is parsed.
+pub fn parse_filters<'a>(
+    filters: impl ExactSizeIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Result<Vec<Filter>> {
+    if filters.len() > MAX_FILTERS {
+        return Err(Error::invalid(format!(
+            "too many filters: {}, at most {MAX_FILTERS} allowed",
+            filters.len()
+        )));
+    }
+    filters.map(|(f, c, v)| Filter::parse(f, c, v)).collect()
+}
 
 impl Filter {
     /// Parses a filter from the wire; every mistake is INVALID_ARGUMENT naming the filter.
@@ -196,6 +213,49 @@ mod tests {
         for (f, c, v) in bad {
             let e = Filter::parse(f, c, v).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument(_)), "{f} {c} {v}");
+        }
+    }
+
+    fn sql(f: &Filter) -> String {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT 1 WHERE true");
+        f.push_sql(&mut qb);
+        qb.sql().as_str().to_owned()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn client_text_never_reaches_the_sql(
+            field in "(name|source|user_id|data\\.[a-z]{1,5}(\\.[a-z0-9]{1,5}){0,3})",
+            other in "(name|source|user_id|data\\.[a-z]{1,5}(\\.[a-z0-9]{1,5}){0,3})",
+            op in "(==|!=|>|>=|<|<=|eq|ne)",
+            v1 in "\\PC*",
+            v2 in "\\PC*",
+        ) {
+            proptest::prop_assume!(v1.parse::<f64>().is_err() && v2.parse::<f64>().is_err());
+            let a = Filter::parse(&field, &op, &v1).unwrap();
+            let b = Filter::parse(&field, &op, &v2).unwrap();
+            // Same shape whatever the value: values are binds, never text in the query.
+            proptest::prop_assert_eq!(sql(&a), sql(&b));
+            if field.starts_with("data.") && other.starts_with("data.") {
+                // The path is a bind too.
+                let c = Filter::parse(&other, &op, &v1).unwrap();
+                proptest::prop_assert_eq!(sql(&a), sql(&c));
+            }
+        }
+
+        #[test]
+        fn anything_parses_or_is_refused_as_invalid(f in "\\PC{0,40}", c in "\\PC{0,5}", v in "\\PC{0,40}") {
+            match Filter::parse(&f, &c, &v) {
+                Ok(_) => {}
+                Err(e) => proptest::prop_assert!(matches!(e, Error::InvalidArgument(_))),
+            }
+        }
+
+        #[test]
+        fn more_than_the_cap_is_refused(n in 0usize..40) {
+            let rows = vec![("name", "==", "x"); n];
+            let r = parse_filters(rows.iter().copied());
+            proptest::prop_assert_eq!(r.is_ok(), n <= MAX_FILTERS);
         }
     }
 

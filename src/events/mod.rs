@@ -14,9 +14,13 @@ mod writer;
 
 pub use dead_letters::DeadLetter;
 pub use filter::Filter;
+pub use filter::{MAX_FILTERS, parse_filters};
 pub use handoff::install_mailbox;
 pub use model::{Event, NewEvent, Refused, ValidEvent, format_time, parse_time, validate};
-pub use read::{DEFAULT_BATCH, MAX_BATCH, PullBatch, PullQuery, read_after, read_before};
+pub use read::{
+    COUNT_CAP, DEFAULT_BATCH, DEFAULT_TIMEOUT as READ_TIMEOUT, MAX_BATCH, PullBatch, PullQuery,
+    read_after, read_before, scoped,
+};
 pub use writer::{WriteError, Writer};
 
 use crate::auth::Principal;
@@ -47,6 +51,7 @@ pub struct Events {
     bus: Bus,
     limits: Limits,
     metrics: Metrics,
+    pull_timeout: std::time::Duration,
 }
 
 impl Events {
@@ -58,7 +63,19 @@ impl Events {
             bus,
             limits,
             metrics,
+            pull_timeout: read::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The statement timeout of scoped and filtered pulls (`ER_PULL_TIMEOUT_MS`).
+    pub fn with_pull_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.pull_timeout = timeout;
+        self
+    }
+
+    /// The statement timeout of scoped and filtered reads.
+    pub fn pull_timeout(&self) -> std::time::Duration {
+        self.pull_timeout
     }
 
     /// Stores refused events in the dead-letter table and counts them.
@@ -180,7 +197,7 @@ impl Events {
     #[tracing::instrument(skip(self, principal), fields(topic = %q.topic, after = q.after))]
     pub async fn pull(&self, principal: &Principal, q: &PullQuery) -> Result<PullBatch> {
         principal.authorize_read(&q.topic)?;
-        read::pull(&self.pool, q).await
+        read::pull(&self.pool, q, self.pull_timeout).await
     }
 
     /// A batch of stored events newest first, before offset `before` (0: from the newest);
@@ -192,7 +209,14 @@ impl Events {
         before: i64,
     ) -> Result<Vec<Event>> {
         principal.authorize_read(&q.topic)?;
-        read::read_before(&self.pool, &q.topic, before, q.batch_size, &q.filters).await
+        if q.is_indexed() {
+            return read::read_before(&self.pool, &q.topic, before, q.batch_size, &q.filters).await;
+        }
+        let mut tx = read::scoped(&self.pool, self.pull_timeout).await?;
+        let events =
+            read::read_before(&mut *tx, &q.topic, before, q.batch_size, &q.filters).await?;
+        tx.commit().await?;
+        Ok(events)
     }
 
     /// Lists dead letters (admins only), optionally of one topic name.

@@ -1,11 +1,25 @@
 //! Reading stored events: keyset pages by offset (cost independent of how far in the reader
 //! is), with identifier scoping and filters, plus the paging numbers of PullEvents.
+//!
+//! A read scoped by an identifier or filtered can scan a whole topic (nothing may match), so
+//! such reads run under a statement timeout ([`scoped`]) and their `total_count` counts at
+//! most [`COUNT_CAP`] matches. An unscoped, unfiltered pull reads at most a batch through the
+//! offset index and takes its count from the topic's counter, so it needs neither.
 
 use super::filter::Filter;
 use super::model::Event;
 use crate::error::{Error, Result, UNDEFINED_TABLE, sqlstate};
 use crate::topics::{self, TopicName, TopicRef};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder, Row};
+use std::time::Duration;
+
+/// Most matches `total_count` counts for a scoped or filtered pull: it is exact below, and
+/// means "at least this many" at the cap.
+pub const COUNT_CAP: i64 = 10_000;
+/// Statement timeout of scoped or filtered reads when none is configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLSTATE query_canceled (a statement timeout).
+const QUERY_CANCELED: &str = "57014";
 
 /// Default batch when a request says 0.
 pub const DEFAULT_BATCH: i64 = 100;
@@ -26,6 +40,11 @@ pub struct PullQuery {
 }
 
 impl PullQuery {
+    /// Whether the pull reads only through the offset index (no identifier, no filters).
+    pub fn is_indexed(&self) -> bool {
+        self.topic.identifier.is_none() && self.filters.is_empty()
+    }
+
     /// From the wire: 0 means the default batch, more than the maximum is capped; a negative
     /// offset is refused.
     pub fn new(topic: TopicRef, batch_size: i32, after: i64, filters: Vec<Filter>) -> Result<Self> {
@@ -82,22 +101,52 @@ fn push_scope(qb: &mut QueryBuilder<Postgres>, topic: &TopicRef, filters: &[Filt
     }
 }
 
-/// Reads a batch and its paging numbers.
-pub async fn pull(pool: &PgPool, q: &PullQuery) -> Result<PullBatch> {
+/// Begins a transaction whose statements are cancelled after `timeout`: the place for reads
+/// whose cost the client decides (identifier scopes, filters).
+pub async fn scoped(
+    pool: &PgPool,
+    timeout: Duration,
+) -> Result<sqlx::Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(format!("{}ms", timeout.as_millis().max(1)))
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Reads a batch and its paging numbers; a scoped or filtered pull under `timeout`.
+pub async fn pull(pool: &PgPool, q: &PullQuery, timeout: Duration) -> Result<PullBatch> {
+    if q.is_indexed() {
+        let mut conn = pool.acquire().await?;
+        return pull_on(&mut conn, q).await;
+    }
+    let mut tx = scoped(pool, timeout).await?;
+    let batch = pull_on(&mut tx, q).await?;
+    tx.commit().await?;
+    Ok(batch)
+}
+
+async fn pull_on(conn: &mut PgConnection, q: &PullQuery) -> Result<PullBatch> {
     let table = q.topic.name.events_table();
     // One extra row tells whether a next batch exists.
-    let mut events = read_after(pool, &q.topic, q.after, q.batch_size + 1, &q.filters).await?;
+    let mut events =
+        read_after(&mut *conn, &q.topic, q.after, q.batch_size + 1, &q.filters).await?;
     let more = events.len() as i64 > q.batch_size;
     events.truncate(q.batch_size as usize);
 
-    let total_count = if q.topic.identifier.is_none() && q.filters.is_empty() {
+    let total_count = if q.is_indexed() {
         // Offsets are contiguous from 1, so the counter is the count: no scan.
-        topics::last_offset(pool, q.topic.name.as_str()).await?
+        topics::last_offset(&mut *conn, q.topic.name.as_str()).await?
     } else {
-        let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {table} WHERE true"));
+        // Counting every match could scan the whole topic: count up to the cap.
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {table} WHERE true"
+        ));
         push_scope(&mut qb, &q.topic, &q.filters);
+        qb.push(" LIMIT ").push_bind(COUNT_CAP).push(") AS capped");
         qb.build_query_scalar::<i64>()
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await
             .map_err(topic_gone)?
     };
@@ -114,7 +163,7 @@ pub async fn pull(pool: &PgPool, q: &PullQuery) -> Result<PullBatch> {
             qb.push(" ORDER BY \"offset\" DESC LIMIT 1 OFFSET ")
                 .push_bind(q.batch_size);
             qb.build_query_scalar::<i64>()
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(topic_gone)?
                 .unwrap_or(0)
@@ -137,8 +186,8 @@ pub async fn pull(pool: &PgPool, q: &PullQuery) -> Result<PullBatch> {
 
 /// Up to `limit` events after `after`, in offset order. The building block of pulls, stream
 /// replays and webhook delivery.
-pub async fn read_after(
-    pool: &PgPool,
+pub async fn read_after<'c>(
+    db: impl PgExecutor<'c>,
     topic: &TopicRef,
     after: i64,
     limit: i64,
@@ -151,7 +200,7 @@ pub async fn read_after(
     qb.push_bind(after);
     push_scope(&mut qb, topic, filters);
     qb.push(" ORDER BY \"offset\" LIMIT ").push_bind(limit);
-    let rows = qb.build().fetch_all(pool).await.map_err(topic_gone)?;
+    let rows = qb.build().fetch_all(db).await.map_err(topic_gone)?;
     rows.iter()
         .map(|r| event_from_row(&topic.name, r))
         .collect()
@@ -159,8 +208,8 @@ pub async fn read_after(
 
 /// Up to `limit` events before offset `before` (0: from the newest), newest first: the
 /// admin UI's "newest first" pages. Keyset by offset like [`read_after`].
-pub async fn read_before(
-    pool: &PgPool,
+pub async fn read_before<'c>(
+    db: impl PgExecutor<'c>,
     topic: &TopicRef,
     before: i64,
     limit: i64,
@@ -173,7 +222,7 @@ pub async fn read_before(
     qb.push_bind(if before <= 0 { i64::MAX } else { before });
     push_scope(&mut qb, topic, filters);
     qb.push(" ORDER BY \"offset\" DESC LIMIT ").push_bind(limit);
-    let rows = qb.build().fetch_all(pool).await.map_err(topic_gone)?;
+    let rows = qb.build().fetch_all(db).await.map_err(topic_gone)?;
     rows.iter()
         .map(|r| event_from_row(&topic.name, r))
         .collect()
@@ -199,11 +248,16 @@ fn event_from_row(topic: &TopicName, r: &sqlx::postgres::PgRow) -> Result<Event>
     })
 }
 
-/// A dropped topic table reads as "Topic not found", not as an internal error.
+/// A dropped topic table reads as "Topic not found", and a read cut off by its statement
+/// timeout as RESOURCE_EXHAUSTED saying what to change; not as internal errors.
 pub(crate) fn topic_gone(e: sqlx::Error) -> Error {
-    if sqlstate(&e).as_deref() == Some(UNDEFINED_TABLE) {
-        Error::not_found("Topic not found")
-    } else {
-        e.into()
+    match sqlstate(&e).as_deref() {
+        Some(UNDEFINED_TABLE) => Error::not_found("Topic not found"),
+        Some(QUERY_CANCELED) => Error::ResourceExhausted(
+            "read cancelled: it took longer than the pull timeout (ER_PULL_TIMEOUT_MS); \
+             narrow it with a topic identifier, a later offset or more selective filters"
+                .into(),
+        ),
+        _ => e.into(),
     }
 }

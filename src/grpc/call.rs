@@ -1,9 +1,11 @@
-//! What every RPC handler shares: authentication with the per-key rate limit, and one
-//! wrapper that times the call, counts it by status code and maps the domain error once.
+//! What every RPC handler shares: the caller the gate authenticated (see [`super::gate`]),
+//! counted against its per-key rate limit, and one wrapper that times the call, counts it by
+//! status code and maps the domain error once.
 
+use super::gate::Caller;
 use super::{Reply, Service};
 use crate::auth::Principal;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ratelimit::CallKind;
 use tonic::{Request, Response, Status};
 
@@ -24,9 +26,9 @@ impl Service {
         result
     }
 
-    /// Authenticates the caller and counts the call against its rate limit. The kind of call
-    /// follows from the request type; PublishEvents is counted by its handler, which knows
-    /// whether the publish is durable.
+    /// The caller (authenticated by the gate) with the call counted against its rate limit.
+    /// The kind of call follows from the request type; PublishEvents is counted by its
+    /// handler, which knows whether the publish is durable.
     pub(super) async fn principal<T>(&self, req: &Request<T>) -> Result<Principal> {
         Ok(self.principal_until(req).await?.0)
     }
@@ -36,11 +38,13 @@ impl Service {
         &self,
         req: &Request<T>,
     ) -> Result<(Principal, Option<i64>)> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        let (p, expires) = self.app.auth.authenticate_until(header).await?;
+        let Some(Caller { principal, expires }) = req.extensions().get::<Caller>() else {
+            // Every call passes the gate; a call without its caller is a wiring bug.
+            return Err(Error::Internal(anyhow::anyhow!(
+                "gRPC call reached its handler without passing the authentication gate"
+            )));
+        };
+        let (p, expires) = (principal.clone(), *expires);
         let rpc = rpc_name::<T>();
         let kind = match rpc {
             "PublishEvents" => return Ok((p, expires)),

@@ -90,9 +90,10 @@ pub fn dead_letter(d: DeadLetter) -> proto::DeadLetter {
 }
 
 pub fn filters(v: Vec<proto::PullEventsFilter>) -> Result<Vec<events::Filter>> {
-    v.into_iter()
-        .map(|f| events::Filter::parse(&f.field, &f.comparison, &f.value))
-        .collect()
+    events::parse_filters(
+        v.iter()
+            .map(|f| (f.field.as_str(), f.comparison.as_str(), f.value.as_str())),
+    )
 }
 
 pub fn new_subscription(s: proto::NewSubscription) -> NewSubscription {

@@ -1,9 +1,10 @@
-//! The gRPC transport: decode, authenticate, call a domain service, encode. No SQL and no
-//! policy here beyond "admin only" for the admin RPCs.
+//! The gRPC transport: authenticate (the [`gate`], before the body is decoded), decode, call a
+//! domain service, encode. No SQL and no policy here beyond "admin only" for the admin RPCs.
 
 mod call;
 mod control;
 mod convert;
+pub mod gate;
 mod keys;
 pub mod server;
 mod status;

@@ -19,6 +19,12 @@ use tonic::service::Routes;
 
 /// Connections waiting for their thread; the accept loop waits when a thread falls behind.
 const HANDOFF_QUEUE: usize = 64;
+/// Calls (HTTP/2 streams) one connection may have open at once. Tonic leaves hyper's stream
+/// limit off unless told, so without it a client could open any number of streams, each with
+/// its buffered headers, before a single call is authenticated.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Largest header list of a call (the bearer token and a few gRPC headers fit many times).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// The server threads, idle once their servers have drained. Keep them until the node's pool
 /// is closed: a pooled connection a call opened on one of them is registered with that
@@ -110,7 +116,9 @@ async fn server_thread(
         });
     tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
-        .concurrency_limit_per_connection(256)
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })

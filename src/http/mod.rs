@@ -14,18 +14,31 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fred::prelude::ClientLike;
 use serde_json::json;
 
-/// The router of one node.
+/// The router of one node. `/metrics` is here unless `ER_METRICS_ADDR` moves it to
+/// [`metrics_router`] on an address of its own.
 pub fn router(app: App) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/socket/websocket", socket::route(&app))
         .route("/docs", get(api_docs))
-        .merge(ui::router(app.clone()))
+        .merge(ui::router(app.clone()));
+    let routes = if app.config.metrics_addr.is_none() {
+        routes.route("/metrics", get(metrics))
+    } else {
+        routes
+    };
+    routes
+        .layer(axum::extract::DefaultBodyLimit::max(ui::MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// The router of the metrics address (`ER_METRICS_ADDR`): `/metrics` alone.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .with_state(app)
 }
 
@@ -52,27 +65,16 @@ async fn metrics(State(app): State<App>) -> Response {
         .into_response()
 }
 
-/// Ready when not draining, Postgres answers and every migration is applied.
+/// Ready when not draining, Postgres answers and every migration is applied (see
+/// [`crate::health`], which the gRPC health service reports too).
 async fn readyz(State(app): State<App>) -> Response {
-    let draining = app.is_draining();
-    // Bounded, so a probe gets an answer well within its own timeout while Postgres hangs.
-    let postgres = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        crate::db::migrations_applied(&app.pool),
-    )
-    .await
-    .unwrap_or(false);
-    let ready = !draining && postgres;
+    let r = crate::health::check(&app).await;
+    let ready = r.ready();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "draining": draining,
-        "postgres": if postgres { "ok" } else { "unavailable" },
-        // Redis is reported, not required: nodes fall back to Postgres while it is away.
-        "redis": match &app.redis {
-            None => "disabled",
-            Some(r) if r.is_connected() => "connected",
-            Some(_) => "disconnected",
-        },
+        "draining": r.draining,
+        "postgres": if r.postgres { "ok" } else { "unavailable" },
+        "redis": r.redis,
     });
     let code = if ready {
         StatusCode::OK
@@ -80,6 +82,40 @@ async fn readyz(State(app): State<App>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// The client's address: the peer's, or, when the peer is one of the `trusted` proxies, the
+/// nearest address in `X-Forwarded-For` that is not a trusted proxy. Read from the right:
+/// entries to the left of the first untrusted one are the client's own say, and ignored.
+pub fn client_addr(
+    peer: std::net::IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, std::net::IpAddr::V4),
+            v4 => *v4,
+        };
+        trusted.iter().any(|n| n.contains(&ip))
+    };
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => break,
+        }
+    }
+    peer
 }
 
 impl IntoResponse for Error {

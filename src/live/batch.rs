@@ -1,9 +1,11 @@
 //! [`Batch`]: events of one topic handed to every local listener at once, shared (never
 //! copied per listener), with each event's JSON form encoded at most once for all of them.
+//! The hub's channels carry [`WeakBatch`]es, so the hub alone decides how long a batch stays
+//! in memory (see [`super::Live`]).
 
 use crate::events::Event;
 use std::ops::Deref;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 /// A batch of events of one topic, shared by every listener. Derefs to the events.
 #[derive(Clone)]
@@ -11,6 +13,8 @@ pub struct Batch(Arc<Shared>);
 
 struct Shared {
     events: Box<[Event]>,
+    /// What the events occupy in memory, roughly (their text and a fixed overhead each).
+    bytes: usize,
     /// Each event's [`Event::to_json`] text, made by the first listener that asks. A thousand
     /// websocket clients of a topic push the same payloads; encoding them once per batch
     /// instead of once per client (or a lookup per event in a shared cache, as before) is a
@@ -24,7 +28,22 @@ impl Batch {
         if let Some(j) = json {
             let _ = cell.set(j);
         }
-        Batch(Arc::new(Shared { events, json: cell }))
+        let bytes = events.iter().map(event_bytes).sum();
+        Batch(Arc::new(Shared {
+            events,
+            bytes,
+            json: cell,
+        }))
+    }
+
+    /// What the batch occupies in memory, roughly: the bytes the live buffer counts.
+    pub fn bytes(&self) -> usize {
+        self.0.bytes
+    }
+
+    /// A handle that does not keep the events alive.
+    pub(super) fn downgrade(&self) -> WeakBatch {
+        WeakBatch(Arc::downgrade(&self.0))
     }
 
     /// Each event's JSON text, in order (encoded on the first call, then shared).
@@ -48,6 +67,35 @@ impl Batch {
             .get()
             .map(|j| kept.iter().map(|&i| j[i].clone()).collect());
         Batch::new(events, json)
+    }
+}
+
+/// An event's text and a fixed overhead for its struct.
+fn event_bytes(e: &Event) -> usize {
+    let text = [
+        &e.topic_name,
+        &e.topic_identifier,
+        &e.name,
+        &e.data,
+        &e.source,
+        &e.group_key,
+        &e.reference_key,
+        &e.trace_key,
+        &e.user_id,
+        &e.anonymous_id,
+    ];
+    let context: usize = e.context.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
+    std::mem::size_of::<Event>() + text.iter().map(|t| t.len()).sum::<usize>() + context
+}
+
+/// A batch as the hub's channels carry it: gone once the hub let it go.
+#[derive(Clone)]
+pub(super) struct WeakBatch(Weak<Shared>);
+
+impl WeakBatch {
+    /// The batch, unless the hub has already dropped it.
+    pub(super) fn upgrade(&self) -> Option<Batch> {
+        self.0.upgrade().map(Batch)
     }
 }
 
@@ -102,6 +150,18 @@ mod tests {
 
     fn encoded(events: &[Event]) -> Vec<String> {
         events.iter().map(|e| e.to_json().to_string()).collect()
+    }
+
+    #[test]
+    fn bytes_count_the_text_and_a_weak_handle_does_not_keep_it() {
+        let batch: Batch = vec![event(1, "a"), event(2, "b")].into();
+        let one = event_bytes(&batch[0]);
+        assert!(one > std::mem::size_of::<Event>() + batch[0].data.len());
+        assert_eq!(batch.bytes(), one + event_bytes(&batch[1]));
+        let weak = batch.downgrade();
+        assert!(weak.upgrade().is_some());
+        drop(batch);
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]

@@ -7,12 +7,12 @@
 //! during a replay), so the feed reads the gap from Postgres; anything at or below it is a
 //! duplicate and dropped. Non-durable events (offset 0) are live only and pass straight on.
 
-use super::{Batch, Live};
+use super::{Batch, Listener, Live};
 use crate::error::{Error, Result};
-use crate::events::{Event, Filter, read_after};
+use crate::events::{Event, Filter, read_after, scoped};
 use crate::topics::{self, TopicRef};
 use sqlx::PgPool;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 
 /// Events read from Postgres per replay step.
 pub const REPLAY_BATCH: i64 = 500;
@@ -22,16 +22,18 @@ pub struct Feed {
     pool: PgPool,
     topic: TopicRef,
     filters: Vec<Filter>,
-    rx: broadcast::Receiver<Batch>,
+    rx: Listener,
     /// Highest topic offset delivered or known not to match.
     last: i64,
     replaying: bool,
     /// Set when a replay ends: a lag reported right after it is the replay's, not the client's.
     after_replay: bool,
-    /// The hub's per-topic buffer, for the slow-client message.
-    buffer: usize,
+    /// The hub's per-topic buffers (batches, bytes), for the slow-client message.
+    buffer: (usize, usize),
     /// The client is sent each event's JSON (see [`Feed::with_json`]).
     json: bool,
+    /// Statement timeout of replays that are scoped or filtered.
+    timeout: std::time::Duration,
 }
 
 impl Feed {
@@ -49,7 +51,7 @@ impl Feed {
             return Err(Error::invalid("after_offset must not be negative"));
         }
         let rx = live.subscribe(topic.name.as_str());
-        let buffer = live.buffer();
+        let buffer = (live.buffer(), live.buffer_bytes());
         let head = topics::last_offset(pool, topic.name.as_str()).await?;
         Ok(Feed {
             pool: pool.clone(),
@@ -61,7 +63,15 @@ impl Feed {
             after_replay: false,
             buffer,
             json: false,
+            timeout: crate::events::READ_TIMEOUT,
         })
+    }
+
+    /// The statement timeout of replay reads that are scoped by an identifier or filtered
+    /// (`ER_PULL_TIMEOUT_MS`); such a read can scan the whole topic.
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Feed {
+        self.timeout = timeout;
+        self
     }
 
     /// For a client that is sent each event's JSON ([`Batch::json`], websocket pushes): when a
@@ -103,8 +113,8 @@ impl Feed {
                 }
                 Err(RecvError::Lagged(_)) => {
                     return Err(Error::ResourceExhausted(format!(
-                        "slow client: fell more than {} batches behind the live stream",
-                        self.buffer
+                        "slow client: fell more than {} batches or {} bytes behind the live stream",
+                        self.buffer.0, self.buffer.1
                     )));
                 }
                 Err(RecvError::Closed) => {
@@ -167,14 +177,21 @@ impl Feed {
         // The end is read first: every offset up to it is committed, so a short read below
         // proves nothing matching is left up to it.
         let end = topics::last_offset(&self.pool, self.topic.name.as_str()).await?;
-        let rows = read_after(
-            &self.pool,
-            &self.topic,
-            self.last,
-            REPLAY_BATCH,
-            &self.filters,
-        )
-        .await?;
+        let rows = if self.topic.identifier.is_none() && self.filters.is_empty() {
+            read_after(&self.pool, &self.topic, self.last, REPLAY_BATCH, &[]).await?
+        } else {
+            let mut tx = scoped(&self.pool, self.timeout).await?;
+            let rows = read_after(
+                &mut *tx,
+                &self.topic,
+                self.last,
+                REPLAY_BATCH,
+                &self.filters,
+            )
+            .await?;
+            tx.commit().await?;
+            rows
+        };
         let read_to = rows.last().map_or(self.last, |e| e.offset);
         if (rows.len() as i64) < REPLAY_BATCH {
             self.last = read_to.max(end).max(self.last);

@@ -101,10 +101,7 @@ impl Topics {
 
     /// Lists topics whose name contains `needle` (for the UI's search), a page at a time.
     pub async fn search(&self, req: PageRequest, needle: &str) -> Result<Page<Topic>> {
-        let pattern = format!(
-            "%{}%",
-            needle.replace('\\', "\\\\").replace(['%', '_'], "\\$0")
-        );
+        let pattern = format!("%{}%", like_escape(needle));
         let items = sqlx::query_as::<_, Topic>(
             "SELECT id, name FROM topics WHERE name LIKE $1 ORDER BY name LIMIT $2 OFFSET $3",
         )
@@ -186,6 +183,19 @@ impl Topics {
     }
 }
 
+/// `needle` as a LIKE pattern that matches it literally: backslash, `%` and `_` are escaped
+/// with a backslash, LIKE's default escape character.
+fn like_escape(needle: &str) -> String {
+    let mut out = String::with_capacity(needle.len() + 4);
+    for c in needle.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn already_exists(e: sqlx::Error) -> Error {
     if sqlstate(&e).as_deref() == Some(UNIQUE_VIOLATION) {
         Error::AlreadyExists("Topic already exists".into())
@@ -198,10 +208,23 @@ fn already_exists(e: sqlx::Error) -> Error {
 /// stops (the view `topic_marks`, the larger of the topic's two marks; see `events/mark.rs`).
 /// Offsets are contiguous from 1, so it is also the topic's event count. NOT_FOUND without
 /// the topic.
-pub async fn last_offset(pool: &PgPool, name: &str) -> Result<i64> {
+pub async fn last_offset<'c>(db: impl sqlx::PgExecutor<'c>, name: &str) -> Result<i64> {
     sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
         .bind(name)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await?
         .ok_or_else(|| Error::not_found("Topic not found"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_escape;
+
+    #[test]
+    fn like_patterns_match_literally() {
+        assert_eq!(like_escape("user_events"), "user\\_events");
+        assert_eq!(like_escape("100%"), "100\\%");
+        assert_eq!(like_escape("a\\b"), "a\\\\b");
+        assert_eq!(like_escape("plain"), "plain");
+    }
 }

@@ -161,4 +161,34 @@ mod tests {
         assert!(TopicRef::parse(":123").is_err());
         assert!(TopicRef::parse("").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn a_name_parses_exactly_when_it_is_lowercase_digits_and_underscores(s in "\\PC{0,60}|[a-z0-9_]{0,55}") {
+            let valid = !s.is_empty()
+                && s.len() <= MAX_NAME_LEN
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            proptest::prop_assert_eq!(TopicName::parse(&s).is_ok(), valid);
+            if valid {
+                let n = TopicName::parse(&s).unwrap();
+                proptest::prop_assert_eq!(n.events_table(), format!("\"{s}_events\""));
+            }
+        }
+
+        #[test]
+        fn refs_round_trip_and_refuse_control_characters(
+            name in "[a-z0-9_]{1,50}",
+            ident in "\\PC{1,80}",
+            junk in "\\PC*",
+        ) {
+            let r = TopicRef::parse(&format!("{name}:{ident}")).unwrap();
+            proptest::prop_assert_eq!(r.name.as_str(), name.as_str());
+            proptest::prop_assert_eq!(r.identifier.as_deref(), Some(ident.as_str()));
+            proptest::prop_assert_eq!(TopicRef::parse(&r.to_string()).unwrap(), r);
+            let with_control = format!("{name}:{ident}\n");
+            proptest::prop_assert!(TopicRef::parse(&with_control).is_err());
+            // Anything at all: an answer, never a panic.
+            let _ = TopicRef::parse(&junk);
+        }
+    }
 }

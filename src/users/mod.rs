@@ -3,9 +3,10 @@
 //! look like) and the SQL of the `users` and `sessions` tables.
 
 mod sessions;
+mod throttle;
 
-pub use sessions::{MAX_FAILURES, WINDOW};
 pub use sessions::{Session, random_token};
+pub use throttle::{HASH_CONCURRENCY, MAX_ADDR_FAILURES, MAX_FAILURES, WINDOW};
 
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use argon2::Argon2;
@@ -13,7 +14,10 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
+use throttle::{Keys, Throttle};
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 /// Shortest password accepted.
@@ -80,12 +84,14 @@ pub struct User {
 #[derive(Clone)]
 pub struct Users {
     pool: PgPool,
-    throttle: Arc<sessions::Throttle>,
+    throttle: Arc<Throttle>,
 }
 
-/// Hashes off the async workers: Argon2 is deliberately slow (tens of milliseconds).
-async fn hash(password: String) -> Result<String> {
+/// Hashes off the async workers (Argon2 is deliberately slow: tens of milliseconds, 19 MiB),
+/// holding a hashing slot throughout.
+async fn hash(password: String, slot: OwnedSemaphorePermit) -> Result<String> {
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         Argon2::default()
             .hash_password(password.as_bytes())
             .map(|h| h.to_string())
@@ -104,10 +110,15 @@ static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
         .unwrap_or_default()
 });
 
-/// Verifies off the async workers (`None`: against the dummy hash); a malformed stored hash
-/// never matches.
-async fn verify(password: String, stored: Option<String>) -> Result<bool> {
+/// Verifies off the async workers (`None`: against the dummy hash), holding a hashing slot
+/// throughout; a malformed stored hash never matches.
+async fn verify(
+    password: String,
+    stored: Option<String>,
+    slot: OwnedSemaphorePermit,
+) -> Result<bool> {
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| DUMMY_HASH.clone());
         let matches = PasswordHash::new(&stored).is_ok_and(|h| {
@@ -125,8 +136,8 @@ impl Users {
     /// The service over a pool.
     pub fn new(pool: PgPool) -> Self {
         Users {
+            throttle: Arc::new(Throttle::new(pool.clone())),
             pool,
-            throttle: Arc::default(),
         }
     }
 
@@ -134,7 +145,7 @@ impl Users {
     #[tracing::instrument(skip(self, password), fields(email = email.as_str()))]
     pub async fn create(&self, email: &Email, password: &str) -> Result<User> {
         check_password(password)?;
-        let hash = hash(password.to_owned()).await?;
+        let hash = hash(password.to_owned(), self.throttle.hash_slot().await?).await?;
         sqlx::query_as::<_, User>(
             "INSERT INTO users (id, email, password_hash) VALUES ($1, $2, $3)
              RETURNING id, email, inserted_at",
@@ -190,7 +201,7 @@ impl Users {
     /// Changes a password and ends the user's other sessions (`keep` is the caller's own).
     pub async fn set_password(&self, id: Uuid, password: &str, keep: Option<&str>) -> Result<()> {
         check_password(password)?;
-        let hash = hash(password.to_owned()).await?;
+        let hash = hash(password.to_owned(), self.throttle.hash_slot().await?).await?;
         let mut tx = self.pool.begin().await?;
         let n =
             sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
@@ -212,22 +223,27 @@ impl Users {
         Ok(())
     }
 
-    /// The user with that email and password, or `None`. An unknown email costs as much time
-    /// as a wrong password, so response times do not tell which addresses exist. After
-    /// [`MAX_FAILURES`] wrong passwords for an email in [`WINDOW`], answers
-    /// [`Error::ResourceExhausted`] until the window ends (per node).
-    pub async fn check_credentials(&self, email: &str, password: &str) -> Result<Option<User>> {
+    /// The user with that email and password, tried from `addr`, or `None`. An unknown email
+    /// costs as much time as a wrong password, so response times do not tell which addresses
+    /// exist. Throttled cluster-wide as [`throttle`] describes ([`Error::ResourceExhausted`]
+    /// while blocked, or when every hashing slot of the node is busy); a password longer than
+    /// [`MAX_PASSWORD_LEN`] is [`Error::InvalidArgument`] and touches no account's counter.
+    pub async fn check_credentials(
+        &self,
+        email: &str,
+        password: &str,
+        addr: IpAddr,
+    ) -> Result<Option<User>> {
         let email = email.trim().to_lowercase();
-        if let Some(left) = self.throttle.blocked_for(&email) {
-            return Err(Error::ResourceExhausted(format!(
-                "too many failed sign-ins for this email: try again in {} minute(s)",
-                left.as_secs().div_ceil(60).max(1)
+        let keys = Keys::new(&email, addr);
+        if password.len() > MAX_PASSWORD_LEN {
+            self.throttle.failed_addr(&keys).await?;
+            return Err(Error::invalid(format!(
+                "passwords are at most {MAX_PASSWORD_LEN} bytes"
             )));
         }
-        if password.len() > MAX_PASSWORD_LEN {
-            self.throttle.failed(&email);
-            return Ok(None);
-        }
+        self.throttle.check(&keys).await?;
+        let slot = self.throttle.try_hash()?;
         let row: Option<(Uuid, String, DateTime<Utc>, String)> = sqlx::query_as(
             "SELECT id, email, inserted_at, password_hash FROM users WHERE email = $1",
         )
@@ -235,11 +251,11 @@ impl Users {
         .fetch_optional(&self.pool)
         .await?;
         let stored = row.as_ref().map(|(.., h)| h.clone());
-        let ok = verify(password.to_owned(), stored).await?;
+        let ok = verify(password.to_owned(), stored, slot).await?;
         if ok {
-            self.throttle.succeeded(&email);
+            self.throttle.succeeded(&keys).await?;
         } else {
-            self.throttle.failed(&email);
+            self.throttle.failed(&keys).await?;
         }
         Ok(row.filter(|_| ok).map(|(id, email, inserted_at, _)| User {
             id,

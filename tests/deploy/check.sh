@@ -84,7 +84,7 @@ check "helm lint/template" "$PY" "$HELPER" helm --chart "$CHART" --out "$WORK" \
     --case variant=tests/deploy/values-variant.yaml \
     --expect-fail 'short-grace={"terminationGracePeriodSeconds":20}::must exceed' \
     --expect-fail 'bad-prestop-mode={"preStop":{"mode":"bash"}}::preStop.mode' \
-    --expect-fail 'short-jwt={"secret":{"jwtSecret":"short"}}::at least 8' \
+    --expect-fail 'short-jwt={"secret":{"jwtSecret":"short-but-not-32-characters"}}::at least 32' \
     --expect-fail 'migration-without-db={"migrationJob":{"enabled":true}}::needs secret.databaseUrl'
 
 section "kustomize: k8s/base"
@@ -116,7 +116,7 @@ secretGenerator:
     envs:
       - secret.env
 EOF
-    printf 'DATABASE_URL=postgres://eventrelay:pw@postgres:5432/eventrelay\nER_JWT_SECRET=0123456789abcdef\n' \
+    printf 'DATABASE_URL=postgres://eventrelay:pw@postgres:5432/eventrelay\nER_JWT_SECRET=0123456789abcdef0123456789abcdef\n' \
         >"$WORK/k8s/overlays/example/secret.env"
     if "${KUSTOMIZE[@]}" "$WORK/k8s/overlays/example" >"$WORK/koverlay.yaml" &&
         grep -q 'image: registry.example.com/eventrelay:0.1.0' "$WORK/koverlay.yaml" &&

@@ -248,6 +248,8 @@ def check_references(stream: str, docs: list[dict[str, Any]]) -> None:
             if dig(dep, "spec.replicas") is not None:
                 fail(f"{stream}: Deployment/{name} sets replicas although an HPA owns them")
     for sm in by_kind.get("ServiceMonitor", []):
+        if any(e.get("port") != "metrics" for e in dig(sm, "spec.endpoints") or []):
+            fail(f"{stream}: ServiceMonitor/{dig(sm, 'metadata.name')} must scrape port metrics")
         svc_labels = [dig(s, "metadata.labels") or {} for s in by_kind.get("Service", [])]
         if not any(selects(dig(sm, "spec.selector.matchLabels"), ls) for ls in svc_labels):
             fail(f"{stream}: ServiceMonitor/{dig(sm, 'metadata.name')} selects no Service")
@@ -257,6 +259,9 @@ def check_references(stream: str, docs: list[dict[str, Any]]) -> None:
             for path in dig(rule, "http.paths") or []:
                 if dig(path, "backend.service.name") not in svcs:
                     fail(f"{stream}: Ingress/{dig(ing, 'metadata.name')} points at no Service")
+                if dig(path, "backend.service.port.name") not in ("http", "grpc"):
+                    fail(f"{stream}: Ingress/{dig(ing, 'metadata.name')} must send to http "
+                         "or grpc, never metrics")
     if len(FAILURES) == before and deployments:
         ok(f"{stream}: selectors, ServiceAccount, HPA target and backends match the pods")
 
@@ -350,6 +355,9 @@ def check_node_container(cw: str, spec: dict[str, Any], c: dict[str, Any],
     ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", []) or []}
     if ports.get("grpc") != 50051 or ports.get("http") != 9000:
         fail(f"{cw}: ports must be grpc 50051 and http 9000")
+    metrics_addr = dig(env.get("ER_METRICS_ADDR"), "value") or ""
+    if not ports.get("metrics") or not metrics_addr.endswith(f":{ports.get('metrics')}"):
+        fail(f"{cw}: /metrics must be served on its own port (ER_METRICS_ADDR, port metrics)")
     grace = int(dig(env.get("ER_SHUTDOWN_GRACE_SECONDS"), "value") or 25)
     pre = dig(c, "lifecycle.preStop") or {}
     sleep = 0
@@ -527,7 +535,7 @@ def cmd_dockerfile(args: argparse.Namespace) -> int:
     if not users or users[-1].split(":")[0] != "10001":
         fail(f"Dockerfile: runtime USER must be 10001, is {users[-1] if users else 'unset'}")
     exposed = " ".join(rest for word, rest in final if word == "EXPOSE").split()
-    for port in ("50051", "9000"):
+    for port in ("50051", "9000", "9090"):
         if port not in exposed:
             fail(f"Dockerfile: EXPOSE lacks {port}")
     entry = [rest for word, rest in final if word == "ENTRYPOINT"]

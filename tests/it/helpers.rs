@@ -366,6 +366,11 @@ pub fn unique_cluster_name() -> String {
     format!("t{}", Uuid::new_v4().simple())
 }
 
+/// A fresh `ER_JWT_SECRET` for a node run as its own process (long enough to be accepted).
+pub fn jwt_secret() -> String {
+    eventrelay::users::random_token(48)
+}
+
 /// Rows in a table of the cluster's database (`table` is a test's literal name).
 pub async fn count_rows(pool: &sqlx::PgPool, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))

@@ -13,6 +13,8 @@ mod auth_matrix;
 mod cli;
 mod grpc_threads;
 mod health;
+mod hostile;
+mod hostile_ui;
 mod live_access;
 mod live_bus;
 mod live_grpc;

@@ -67,7 +67,7 @@ async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
             .env("DATABASE_URL", &db.url)
             .env("ER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
             .env("ER_HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .env("ER_JWT_SECRET", "tracing-test-secret")
+            .env("ER_JWT_SECRET", jwt_secret())
             .env("ER_OTLP_ENDPOINT", &endpoint)
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .env("ER_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")

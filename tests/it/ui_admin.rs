@@ -96,6 +96,8 @@ async fn ui_user_create_command_makes_a_user_who_can_sign_in() {
     assert_eq!(ui.get("/keys").await.0, StatusCode::OK);
 }
 
+const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 #[tokio::test]
 async fn ui_sign_in_is_throttled_after_repeated_wrong_passwords() {
     let c = TestCluster::start(1).await;
@@ -166,14 +168,14 @@ async fn ui_users_are_added_repassworded_and_removed() {
     let users = eventrelay::users::Users::new(c.pool.clone());
     assert!(
         users
-            .check_credentials("ops@example.com", "first password")
+            .check_credentials("ops@example.com", "first password", LOCALHOST)
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         users
-            .check_credentials("ops@example.com", "second password")
+            .check_credentials("ops@example.com", "second password", LOCALHOST)
             .await
             .unwrap()
             .is_some()

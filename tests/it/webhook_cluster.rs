@@ -45,7 +45,7 @@ impl ProcNode {
             .env("ER_GRPC_ADDR", grpc.to_string())
             .env("ER_HTTP_ADDR", http.to_string())
             .env("ER_NODE_NAME", name)
-            .env("ER_JWT_SECRET", "test-secret")
+            .env("ER_JWT_SECRET", jwt_secret())
             .env("ER_DB_POOL_SIZE", "6")
             .env("ER_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
             .env("ER_WEBHOOK_POLL_MS", "200")

@@ -138,6 +138,8 @@ Environment shared by the node and the migration job: non-secret settings and se
   value: {{ printf "0.0.0.0:%d" (int .Values.service.grpcPort) | quote }}
 - name: ER_HTTP_ADDR
   value: {{ printf "0.0.0.0:%d" (int .Values.service.httpPort) | quote }}
+- name: ER_METRICS_ADDR
+  value: {{ printf "0.0.0.0:%d" (int .Values.service.metricsPort) | quote }}
 - name: ER_CLUSTER_NAME
   value: {{ .Values.config.clusterName | quote }}
 - name: ER_LOG_FORMAT

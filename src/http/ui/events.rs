@@ -314,12 +314,14 @@ async fn tail(
 }
 
 /// State of one tail stream: the live receiver, pending SSE events, and a tick to notice a
-/// draining node (so a shutdown is not held up by open tails).
+/// draining node (so a shutdown is not held up by open tails) or an ended session (signed out
+/// on any node, or expired): the stream ends within a tick of either.
 struct Tail {
-    rx: tokio::sync::broadcast::Receiver<crate::live::Batch>,
+    rx: crate::live::Listener,
     pending: VecDeque<SseEvent>,
     tick: tokio::time::Interval,
     app: App,
+    session: String,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -334,9 +336,15 @@ fn sse_of(e: &Event) -> SseEvent {
     SseEvent::default().event("event").data(v.to_string())
 }
 
+/// Whether the tail's session is gone (a failed lookup is not an answer: the tail goes on).
+async fn session_ended(st: &Tail) -> bool {
+    matches!(st.app.users.session(&st.session).await, Ok(None))
+}
+
 async fn stream(
     State(app): State<App>,
     Extension(permits): Extension<TailPermits>,
+    Extension(user): Extension<CurrentUser>,
     Path(topic): Path<String>,
 ) -> UiResult {
     let name = TopicName::parse(&topic)?;
@@ -354,6 +362,7 @@ async fn stream(
         pending: VecDeque::from([SseEvent::default().event("ready").data("live")]),
         tick: tokio::time::interval(Duration::from_secs(1)),
         app,
+        session: user.token,
         _permit: permit,
     };
     let events = futures::stream::unfold(state, |mut st| async move {
@@ -368,7 +377,7 @@ async fn stream(
                     Err(RecvError::Lagged(n)) => st.pending.push_back(SseEvent::default().event("lagged").data(n.to_string())),
                     Err(RecvError::Closed) => return None,
                 },
-                _ = st.tick.tick() => if st.app.is_draining() { return None },
+                _ = st.tick.tick() => if st.app.is_draining() || session_ended(&st).await { return None },
             }
         }
     });

@@ -30,6 +30,12 @@ use axum::{Extension, Router};
 use maud::{DOCTYPE, Markup, html};
 use session::CurrentUser;
 
+/// Largest request body the node's HTTP routes read (UI forms: filters, subscription
+/// settings). Larger bodies are refused with 413 before they are parsed.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest sign-in form (an email, a password of at most 1 KiB, two tokens).
+const MAX_LOGIN_BYTES: usize = 8 * 1024;
+
 const CSS: &str = include_str!("assets/ui.css");
 const TAIL_JS: &str = include_str!("assets/tail.js");
 
@@ -49,7 +55,12 @@ pub fn router(app: App) -> Router<App> {
             session::require_session,
         ));
     Router::new()
-        .route("/login", get(session::login_page).post(session::login))
+        .route(
+            "/login",
+            get(session::login_page)
+                .post(session::login)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_LOGIN_BYTES)),
+        )
         .route(
             "/assets/ui.css",
             get(|| asset(CSS, "text/css; charset=utf-8")),

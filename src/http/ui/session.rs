@@ -7,7 +7,7 @@
 //! (another site) or a stale one (an earlier session) changes nothing. The sign-in form itself
 //! is protected by a short-lived double-submit cookie, since no session exists yet.
 
-use super::{UiError, enc, respond};
+use super::{MAX_BODY_BYTES, UiError, enc, respond};
 use crate::app::App;
 use crate::users::Session;
 use axum::Form;
@@ -24,8 +24,6 @@ use subtle::ConstantTimeEq;
 pub const SESSION_COOKIE: &str = "er_session";
 /// Name of the sign-in form's double-submit cookie.
 pub const LOGIN_COOKIE: &str = "er_login";
-/// Largest form body read (event filters, subscription settings: small).
-const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// The signed-in user of a request, put in its extensions by [`require_session`].
 #[derive(Clone, Debug)]
@@ -81,13 +79,16 @@ fn same(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-/// Only local paths are followed after sign-in (no open redirect to another site).
-fn local_path(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-        next
-    } else {
-        "/topics"
-    }
+/// Only same-origin absolute paths are followed after sign-in (no open redirect): `next` must
+/// start with one `/`, and hold no backslash and no control character anywhere (browsers
+/// drop tabs and newlines from URLs, so `/\t/evil.example` would become `//evil.example`, and
+/// read `\` as `/`). Anything else goes to `/`.
+pub(crate) fn local_path(next: &str) -> &str {
+    let safe = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control);
+    if safe { next } else { "/" }
 }
 
 /// The guard of every signed-in page: session required, CSRF token checked on every POST.
@@ -113,7 +114,7 @@ pub async fn require_session(State(app): State<App>, req: Request, next: Next) -
     let mut req = req;
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let (parts, body) = req.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
             return (StatusCode::PAYLOAD_TOO_LARGE, "form too large").into_response();
         };
         let sent = url::form_urlencoded::parse(&bytes)
@@ -232,6 +233,7 @@ pub async fn login_page(
 /// POST /login: checks the password and starts a session.
 pub async fn login(
     State(app): State<App>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -246,7 +248,12 @@ pub async fn login(
             StatusCode::FORBIDDEN,
         );
     }
-    let user = match app.users.check_credentials(&f.email, &f.password).await {
+    let addr = crate::http::client_addr(peer.ip(), &headers, &app.config.trusted_proxies);
+    let user = match app
+        .users
+        .check_credentials(&f.email, &f.password, addr)
+        .await
+    {
         Ok(Some(u)) => u,
         Ok(None) => {
             tracing::info!("UI sign-in refused: wrong email or password");
@@ -268,6 +275,17 @@ pub async fn login(
                 &f.next,
                 Some(&msg),
                 StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+        Err(e @ crate::error::Error::InvalidArgument(_)) => {
+            let msg = e.to_string();
+            return login_form(
+                &app,
+                &headers,
+                &f.email,
+                &f.next,
+                Some(&msg),
+                StatusCode::BAD_REQUEST,
             );
         }
         Err(e) => return UiError(e).into_response(),
@@ -329,14 +347,44 @@ mod tests {
                 "/topics/users/events?order=oldest",
                 "/topics/users/events?order=oldest",
             ),
-            ("", "/topics"),
-            ("https://evil.example", "/topics"),
-            ("//evil.example/x", "/topics"),
-            ("/\\evil.example", "/topics"),
-            ("javascript:alert(1)", "/topics"),
+            ("/", "/"),
+            ("", "/"),
+            ("https://evil.example", "/"),
+            ("//evil.example/x", "/"),
+            ("/\\evil.example", "/"),
+            ("\\\\evil.example", "/"),
+            ("/\t/evil.example", "/"),
+            ("/\n/evil.example", "/"),
+            ("/\r/evil.example", "/"),
+            ("/keys\u{0}", "/"),
+            ("/keys\u{7f}", "/"),
+            ("/keys\u{85}", "/"),
+            ("javascript:alert(1)", "/"),
+            ("evil.example", "/"),
+            (" /keys", "/"),
         ];
         for (next, want) in table {
             assert_eq!(local_path(next), want, "{next:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn next_never_leaves_the_origin(next in "\\PC{0,40}|[/\\\\\t\n\r:a-z.@%]{0,20}") {
+            let out = local_path(&next);
+            proptest::prop_assert!(out == next || out == "/");
+            proptest::prop_assert!(out.starts_with('/') && !out.starts_with("//"));
+            proptest::prop_assert!(!out.contains('\\') && !out.chars().any(char::is_control));
+            let base = url::Url::parse("https://node.example/here").unwrap();
+            let joined = base.join(out).unwrap();
+            proptest::prop_assert_eq!(joined.host_str(), Some("node.example"));
+            proptest::prop_assert_eq!(joined.scheme(), "https");
+        }
+
+        #[test]
+        fn plain_paths_are_kept(path in "/[a-z0-9_/?=&.-]{0,40}") {
+            proptest::prop_assume!(!path.starts_with("//"));
+            proptest::prop_assert_eq!(local_path(&path), path.as_str());
         }
     }
 
