@@ -30,10 +30,6 @@ pub struct Config {
     #[arg(long, env = "ER_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Threads serving gRPC connections (each connection stays on one); 0 = one per core.
-    #[arg(long, env = "ER_GRPC_THREADS", default_value_t = 0)]
-    pub grpc_threads: usize,
-
     /// HTTP listen address (health, metrics, websockets, UI).
     #[arg(long, env = "ER_HTTP_ADDR", default_value = "0.0.0.0:9000")]
     pub http_addr: SocketAddr,
@@ -247,14 +243,6 @@ impl Config {
             .unwrap_or_else(|| "node".into())
     }
 
-    /// Threads serving gRPC: `ER_GRPC_THREADS`, or one per core when it is 0.
-    pub fn grpc_threads(&self) -> usize {
-        match self.grpc_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-    }
-
     /// How long a node without a heartbeat still counts as alive.
     pub fn node_ttl(&self) -> Duration {
         Duration::from_secs(self.node_ttl_seconds)
@@ -277,7 +265,6 @@ impl std::fmt::Debug for Config {
             .field("database_url", &"<secret>")
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<secret>"))
             .field("grpc_addr", &self.grpc_addr)
-            .field("grpc_threads", &self.grpc_threads)
             .field("http_addr", &self.http_addr)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<secret>"))
             .field("auth_enabled", &self.auth_enabled)
@@ -311,16 +298,6 @@ mod tests {
                 .unwrap_err()
                 .contains("ER_MAX_EVENTS_PER_REQUEST")
         );
-    }
-
-    #[test]
-    fn grpc_threads_default_to_one_per_core() {
-        let mut c = Config::for_database("postgres://x");
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(c.grpc_threads, 0);
-        assert_eq!(c.grpc_threads(), cores);
-        c.grpc_threads = 3;
-        assert_eq!(c.grpc_threads(), 3);
     }
 
     #[test]

@@ -4,9 +4,7 @@
 
 mod dead_letters;
 mod filter;
-mod handoff;
 mod insert;
-mod mark;
 mod model;
 mod queue;
 mod read;
@@ -14,7 +12,6 @@ mod writer;
 
 pub use dead_letters::DeadLetter;
 pub use filter::Filter;
-pub use handoff::install_mailbox;
 pub use model::{Event, NewEvent, Refused, ValidEvent, format_time, parse_time, validate};
 pub use read::{DEFAULT_BATCH, MAX_BATCH, PullBatch, PullQuery, read_after, read_before};
 pub use writer::{WriteError, Writer};

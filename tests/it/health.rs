@@ -188,15 +188,11 @@ async fn readiness_follows_postgres_and_reports_redis() {
     assert_eq!(live.status(), 200);
 }
 
-/// A node's pooled connections may be opened by calls on its gRPC threads, and so belong to
-/// those threads' reactors. Stopping the threads before the pool closed broke them under the
-/// hand-over, whose leave of the membership table then failed: other nodes waited out the
-/// node's TTL instead of taking its work at once. The old order raced (the leave against the
-/// threads' stop), and this end-to-end test failed on it in about one run in three; the unit
-/// test `grpc::server::tests::threads_outlive_their_servers_until_dropped` pins the
-/// mechanism itself every time.
+/// Calls open the node's pooled connections as they need them; a graceful stop still hands
+/// the node's work over: it leaves the membership table before it returns, so other nodes
+/// take its work at once instead of waiting out its TTL.
 #[tokio::test]
-async fn a_stopping_node_leaves_the_cluster_after_its_grpc_threads_opened_connections() {
+async fn a_stopping_node_leaves_the_cluster_after_calls_opened_its_connections() {
     let mut c = TestCluster::start_with(1, |cfg| cfg.db_pool_size = 4).await;
     // Drop every connection the node opened at start, so the calls below open the pool's.
     let admin = eventrelay::db::connect(&admin_url(), 1).await.unwrap();
