@@ -102,7 +102,7 @@ impl App {
             &config.cluster_name,
             metrics.clone(),
         ));
-        let writer = Writer::start(pool.clone(), tracker, metrics.clone());
+        let writer = Writer::start(pool.clone(), config.writers, tracker, metrics.clone());
         let delivery = Delivery::new(pool.clone(), &config, live.clone(), metrics.clone())
             .context("building the webhook client")?;
         let cluster_stop = CancellationToken::new();

@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "ER_DB_POOL_SIZE", default_value_t = 20)]
     pub db_pool_size: u32,
 
+    /// Transactions storing published events that may run at once on this node; each topic
+    /// belongs to one of them, which stores everything queued for its topics together.
+    #[arg(long, env = "ER_WRITERS", default_value_t = 4)]
+    pub writers: usize,
+
     /// Seconds a node may take to drain after SIGTERM before it stops hard.
     #[arg(long, env = "ER_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     pub shutdown_grace_seconds: u64,
@@ -198,6 +203,9 @@ impl Config {
         if self.db_pool_size < 4 {
             return Err("ER_DB_POOL_SIZE must be at least 4".into());
         }
+        if !(1..=64).contains(&self.writers) {
+            return Err("ER_WRITERS must be between 1 and 64".into());
+        }
         if self.cluster_name.is_empty()
             || !self
                 .cluster_name
@@ -266,6 +274,7 @@ impl std::fmt::Debug for Config {
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<secret>"))
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
+            .field("writers", &self.writers)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<secret>"))
             .field("auth_enabled", &self.auth_enabled)
             .field("cluster_name", &self.cluster_name)

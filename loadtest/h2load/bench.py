@@ -15,7 +15,7 @@ Scenarios (see loadtest/h2load/README.md):
   t10     10 topics, one 1-event request in flight on each  vs 10 pgbench clients over 10 tables
   t50     50 topics, one 1-event request in flight on each  vs 50 pgbench clients over 50 tables
 
-Usage: bench.py [--node NAME=PATH ...] [--scenarios one,hundred,t10,t50] [--seconds 8]
+Usage: bench.py [--node LABEL=PATH[,VAR=VALUE...] ...] [--scenarios one,hundred,t10,t50] [--seconds 8]
 Needs h2load (Debian: nghttp2-client), pgbench and psql, and Postgres on --admin-url.
 """
 
@@ -140,7 +140,7 @@ def free_port():
 class Node:
     """One `eventrelay` process against a fresh database."""
 
-    def __init__(self, label, binary, admin_url, workdir):
+    def __init__(self, label, binary, admin_url, workdir, env=()):
         self.label = label
         self.binary = binary
         self.db = "er_bench_h2_%s_%s" % (label, uuid.uuid4().hex[:8])
@@ -159,6 +159,7 @@ class Node:
             ER_LOG_FORMAT="text",
             RUST_LOG="warn",
         )
+        self.env.update(env)
         out = subprocess.run(
             [binary, "api-key", "create", "--type", "admin", "--name", "h2load"],
             env=self.env,
@@ -230,30 +231,55 @@ def topics_of(scenario):
     return [scenario] if n == 1 else ["%s_%d" % (scenario, i) for i in range(n)]
 
 
-def run_procs(cmds, seconds):
-    procs = [
+def run_length(warmup, seconds):
+    """Whole seconds the load runs: the warm-up, the measured seconds and one more."""
+    return int(warmup + seconds + 0.999) + 1
+
+
+def run_procs(cmds):
+    return [
         subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for c in cmds
     ]
-    return procs
 
 
-def measure(url, tables, cmds, warmup, seconds):
-    """Starts the load, counts what is stored over `seconds` after `warmup`; returns rows/s
-    and the load processes' outputs."""
-    procs = run_procs(cmds, warmup + seconds + 1)
+def cpu_seconds():
+    """(busy, total) CPU seconds of the whole host so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(parts) - parts[3] - parts[4]) / hz, sum(parts) / hz
+
+
+WAITS = """SELECT coalesce(wait_event_type || ':' || wait_event, state) AS w, count(*)
+           FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+             AND state <> 'idle' GROUP BY 1"""
+
+
+def measure(url, tables, cmds, warmup, seconds, waits=None):
+    """Starts the load, counts what is stored over `seconds` after `warmup`; returns rows/s,
+    the host's busy CPU µs per row, and the load processes' outputs. With `waits` (a dict),
+    samples what the database's active backends wait for meanwhile, into it."""
+    procs = run_procs(cmds)
     time.sleep(warmup)
-    t0, n0 = time.monotonic(), max_offsets(url, tables)
-    time.sleep(seconds)
-    t1, n1 = time.monotonic(), max_offsets(url, tables)
+    t0, n0, c0 = time.monotonic(), max_offsets(url, tables), cpu_seconds()[0]
+    while waits is not None and time.monotonic() - t0 < seconds:
+        for line in psql(url, WAITS).splitlines():
+            w, n = line.rsplit("|", 1)
+            waits[w] = waits.get(w, 0) + int(n)
+        waits["(samples)"] = waits.get("(samples)", 0) + 1
+        time.sleep(0.05)
+    time.sleep(max(0, seconds - (time.monotonic() - t0)))
+    t1, n1, c1 = time.monotonic(), max_offsets(url, tables), cpu_seconds()[0]
     outs = [p.communicate()[0] for p in procs]
     for p, out in zip(procs, outs):
         if p.returncode != 0:
             raise RuntimeError("load process failed:\n" + out[-2000:])
-    return (n1 - n0) / (t1 - t0), outs
+    rows = max(1, n1 - n0)
+    return (n1 - n0) / (t1 - t0), (c1 - c0) * 1e6 / rows, outs
 
 
-def node_slice(node, scenario, workdir, warmup, seconds):
+def node_slice(node, scenario, workdir, warmup, seconds, waits=None):
     topics = topics_of(scenario)
     _, events, conns, streams = SCENARIOS[scenario]
     cmds = []
@@ -263,18 +289,20 @@ def node_slice(node, scenario, workdir, warmup, seconds):
             f.write(publish_body(t, events))
         cmds.append([
             "h2load", "-c", str(conns), "-m", str(streams), "-t", "1",
-            "-D", str(warmup + seconds + 1), "-d", body,
+            "-D", str(run_length(warmup, seconds)), "-d", body,
             "-H", "content-type: application/grpc", "-H", "te: trailers",
             "-H", "authorization: Bearer " + node.token,
             "http://127.0.0.1:%d/eventrelay.EventRelay/PublishEvents" % node.grpc,
         ])
     before = max_offsets(node.url, [t + "_events" for t in topics])
-    rate, outs = measure(node.url, [t + "_events" for t in topics], cmds, warmup, seconds)
+    rate, cpu, outs = measure(
+        node.url, [t + "_events" for t in topics], cmds, warmup, seconds, waits
+    )
     # h2load counts 2xx answers; every stored event must have been answered and vice versa
     # (a gRPC error is a 200 too, so this is what shows refused publishes).
     done = sum(int(re.search(r"(\d+) succeeded", o).group(1)) for o in outs)
     stored = max_offsets(node.url, [t + "_events" for t in topics]) - before
-    return rate, (done * events, stored)
+    return rate, cpu, (done * events, stored)
 
 
 def raw_slice(url, scenario, workdir, warmup, seconds):
@@ -289,10 +317,10 @@ def raw_slice(url, scenario, workdir, warmup, seconds):
             f.write(template.format(table="raw_" + t))
         cmds.append([
             "pgbench", "-n", "-M", "prepared", "-c", str(clients), "-j", "1",
-            "-T", str(warmup + seconds + 1), "-f", script, url,
+            "-T", str(run_length(warmup, seconds)), "-f", script, url,
         ])
-    rate, _ = measure(url, ["raw_" + t for t in topics], cmds, warmup, seconds)
-    return rate
+    rate, cpu, _ = measure(url, ["raw_" + t for t in topics], cmds, warmup, seconds)
+    return rate, cpu
 
 
 def settle(url):
@@ -317,12 +345,15 @@ def host_busy():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--node", action="append", default=[],
-                    help="LABEL=PATH of an eventrelay binary (repeat to pair builds)")
+                    help="LABEL=PATH[,VAR=VALUE...]: an eventrelay binary and its environment "
+                         "(repeat to pair builds or settings)")
     ap.add_argument("--scenarios", default="one,hundred,t10,t50")
     ap.add_argument("--seconds", type=float, default=8)
     ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--admin-url", default="postgres://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--waits", action="store_true",
+                    help="sample what the nodes' backends wait for (pg_stat_activity)")
     a = ap.parse_args()
     for tool in ("h2load", "pgbench", "psql", "curl"):
         if not shutil.which(tool):
@@ -333,8 +364,10 @@ def main():
     nodes = []
     results = {}
     try:
-        for label, path in nodes_spec:
-            nodes.append(Node(label, path, a.admin_url, workdir))
+        for label, spec in nodes_spec:
+            path, *env = spec.split(",")
+            env = [e.split("=", 1) for e in env]
+            nodes.append(Node(label, path, a.admin_url, workdir, env))
         base = nodes[-1]
         for node in nodes:
             for s in scenarios:
@@ -351,21 +384,29 @@ def main():
             order = [n.label for n in nodes] + ["raw"]
             order = order + order[::-1]
             figures = {k: [] for k in order}
+            cpu = {k: [] for k in order}
+            waits = {k: {} for k in order}
             checks = []
             for who in order:
                 settle(base.url)
                 if who == "raw":
-                    figures[who].append(raw_slice(base.url, s, workdir, a.warmup, a.seconds))
+                    rate, us = raw_slice(base.url, s, workdir, a.warmup, a.seconds)
                 else:
                     node = next(n for n in nodes if n.label == who)
-                    rate, check = node_slice(node, s, workdir, a.warmup, a.seconds)
-                    figures[who].append(rate)
+                    rate, us, check = node_slice(
+                        node, s, workdir, a.warmup, a.seconds, waits[who] if a.waits else None
+                    )
                     checks.append((who, check))
+                figures[who].append(rate)
+                cpu[who].append(us)
             mean = {k: sum(v) / len(v) for k, v in figures.items()}
-            results[s] = {"figures": figures, "answered_vs_stored": checks}
-            line = "%-8s raw %8.0f/s" % (s, mean["raw"])
+            us = {k: sum(v) / len(v) for k, v in cpu.items()}
+            results[s] = {"figures": figures, "cpu_us_per_event": cpu,
+                          "answered_vs_stored": checks, "waits": waits}
+            line = "%-8s raw %8.0f/s (%3.0f us CPU/ev)" % (s, mean["raw"], us["raw"])
             for n in nodes:
-                line += " | %s %8.0f/s %.2fx" % (n.label, mean[n.label], mean[n.label] / mean["raw"])
+                line += " | %s %8.0f/s %.2fx (%3.0f us)" % (
+                    n.label, mean[n.label], mean[n.label] / mean["raw"], us[n.label])
             print(line, flush=True)
             topics, events, conns, streams = SCENARIOS[s]
             in_flight = topics * conns * streams * events
@@ -374,6 +415,13 @@ def main():
                 if not 0 <= stored - answered <= in_flight:
                     print("  %s: %d events answered 2xx, %d stored (a gRPC error is a 2xx too)"
                           % (who, answered, stored))
+            if a.waits:
+                for n in nodes:
+                    w = waits[n.label]
+                    samples = max(1, w.pop("(samples)", 1))
+                    top = sorted(w.items(), key=lambda kv: -kv[1])[:6]
+                    print("  %s backends, mean per sample: %s" % (n.label, ", ".join(
+                        "%s %.2f" % (k, v / samples) for k, v in top)))
         print("host CPU busy after the run: %.2f of %d cores" % (host_busy(), os.cpu_count()))
         if a.json:
             print(json.dumps(results))

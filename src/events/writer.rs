@@ -1,6 +1,7 @@
-//! Durable writes with group commit. Publish requests of every topic queue on the node's one
-//! writer task, which stores everything queued in one transaction, commits it synchronously,
-//! and then answers each request through its oneshot. One transaction is in flight per node;
+//! Durable writes with group commit. A node has a few writer tasks (`ER_WRITERS`), and each
+//! topic belongs to one of them. Publish requests queue on their topic's writer, which stores
+//! everything queued, whatever its topics, in one transaction, commits it synchronously, and
+//! then answers each request through its oneshot. One transaction is in flight per writer;
 //! requests arriving meanwhile wait for the next one, so the busier the node, the larger the
 //! batch. The statement for one topic's rows is in `insert.rs`, the queue in `queue.rs`.
 //!
@@ -19,12 +20,14 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::topics::TopicName;
 use sqlx::PgPool;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Requests that may wait for the writer; further publishers wait for room (backpressure).
-const QUEUE: usize = 4_096;
+/// Requests that may wait for one writer; further publishers wait for room (backpressure).
+const QUEUE: usize = 1_024;
 
 /// Why a write did not store the events.
 #[derive(Debug)]
@@ -35,21 +38,26 @@ pub enum WriteError {
     Failed(Error),
 }
 
-/// The node's writer: a handle to its task.
+/// The node's writers: handles to their tasks.
 #[derive(Clone)]
 pub struct Writer {
-    tx: mpsc::Sender<Job>,
+    writers: Arc<[mpsc::Sender<Job>]>,
     close: CancellationToken,
 }
 
 impl Writer {
-    /// Starts the writer task on `tracker`, writing through `pool`; shutdown waits for it to
-    /// store what was queued before [`Writer::close`].
-    pub fn start(pool: PgPool, tracker: &TaskTracker, metrics: Metrics) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
+    /// Starts `writers` writer tasks on `tracker`, writing through `pool`; shutdown waits for
+    /// them to store what was queued before [`Writer::close`].
+    pub fn start(pool: PgPool, writers: usize, tracker: &TaskTracker, metrics: Metrics) -> Self {
         let close = CancellationToken::new();
-        tracker.spawn(run(pool, rx, close.clone(), metrics));
-        Writer { tx, close }
+        let writers = (0..writers.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tracker.spawn(run(pool.clone(), rx, close.clone(), metrics.clone()));
+                tx
+            })
+            .collect();
+        Writer { writers, close }
     }
 
     /// Stores the events of one request in one transaction (possibly shared with other
@@ -68,7 +76,11 @@ impl Writer {
             reply,
         };
         let gone = || WriteError::Failed(Error::Unavailable("node is shutting down".into()));
-        self.tx.send(job).await.map_err(|_| gone())?;
+        // A topic always goes to the same writer, so its requests commit in arrival order.
+        let mut hasher = std::hash::DefaultHasher::new();
+        topic.hash(&mut hasher);
+        let writer = &self.writers[hasher.finish() as usize % self.writers.len()];
+        writer.send(job).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
