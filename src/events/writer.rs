@@ -123,33 +123,45 @@ async fn run(
 /// stored on its own, and a topic that fails again each request on its own: one bad request
 /// must not fail its neighbours.
 async fn commit(pool: &PgPool, groups: Groups, metrics: &Metrics) {
-    let firsts = match store(pool, &groups).await {
-        Ok(firsts) => firsts,
-        Err(e) => {
-            if groups.len() > 1 {
-                tracing::warn!(topics = groups.len(), error = %e, "batched write failed, retrying each topic");
+    match store(pool, &groups).await {
+        Ok(firsts) => {
+            for ((topic, jobs), first) in groups.into_iter().zip(firsts) {
+                settle(&topic, jobs, Ok(first), metrics);
             }
-            for (topic, jobs) in groups {
-                retry_topic(pool, topic, jobs, metrics).await;
-            }
-            return;
         }
-    };
-    for ((topic, jobs), first) in groups.into_iter().zip(firsts) {
-        settle(&topic, jobs, Ok(first), metrics);
+        // One topic: its transaction has just failed, go on to its requests one by one.
+        Err(e) if groups.len() == 1 => {
+            if let Some((topic, jobs)) = groups.into_iter().next() {
+                retry_singly(pool, topic, jobs, e, metrics).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(topics = groups.len(), error = %e, "batched write failed, retrying each topic");
+            for (topic, jobs) in groups {
+                let group = [(topic, jobs)];
+                let result = store(pool, &group).await;
+                let [(topic, jobs)] = group;
+                match result {
+                    Ok(firsts) => settle(&topic, jobs, Ok(first(firsts)), metrics),
+                    Err(e) => retry_singly(pool, topic, jobs, e, metrics).await,
+                }
+            }
+        }
     }
 }
 
-/// Stores one topic's requests on their own, and if that fails too, each request on its own
-/// (unless the topic is gone).
-async fn retry_topic(pool: &PgPool, topic: TopicName, jobs: Vec<Job>, metrics: &Metrics) {
-    let group = [(topic, jobs)];
-    let result = store(pool, &group).await;
-    let [(topic, jobs)] = group;
-    let e = match result {
-        Err(e) if jobs.len() > 1 && !matches!(e, Error::NotFound(_)) => e,
-        result => return settle(&topic, jobs, result.map(first), metrics),
-    };
+/// After `topic`'s requests failed together with `e`: stores each on its own, unless there
+/// is only one or the topic is gone.
+async fn retry_singly(
+    pool: &PgPool,
+    topic: TopicName,
+    jobs: Vec<Job>,
+    e: Error,
+    metrics: &Metrics,
+) {
+    if jobs.len() == 1 || matches!(e, Error::NotFound(_)) {
+        return settle(&topic, jobs, Err(e), metrics);
+    }
     tracing::warn!(topic = %topic, error = %e, "batched write failed, retrying singly");
     for job in jobs {
         let single = [(topic.clone(), vec![job])];
