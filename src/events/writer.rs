@@ -189,7 +189,7 @@ async fn store(pool: &PgPool, groups: &[(TopicName, Vec<Job>)]) -> Result<Vec<Op
                 cols.push(&job.identifier, v);
             }
         }
-        firsts.push(insert::store(&mut *tx, topic, cols).await?);
+        firsts.push(insert::store(&mut tx, topic, cols).await?);
     }
     tx.commit().await?;
     Ok(firsts)
