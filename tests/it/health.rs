@@ -81,27 +81,42 @@ async fn live_connections_and_bus_lag_are_measured_across_nodes() {
         .await
         .unwrap()
         .into_inner();
-    // Publish on node 0 until node 1's stream has an event (its bus subscription may lag the
-    // stream's start by a moment).
-    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    let metrics = || async {
+        reqwest::get(format!("http://{}/metrics", c.nodes[1].http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let announced = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("eventrelay_bus_lag_seconds_count "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    };
+    // Publish on node 0 until node 1's stream has an event and node 1 has had an announcement
+    // (its bus subscription may lag the stream's start by a moment; an event published before
+    // it reaches the stream through node 1's sweep instead). Bounded; the asserts below say
+    // what was missing.
+    let mut got = None;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
             publish(&c, 0, "users", vec![event("a", "{}")]).await;
             if let Ok(Ok(Some(e))) =
                 tokio::time::timeout(std::time::Duration::from_millis(300), stream.message()).await
             {
-                return e;
+                got = Some(e);
+            }
+            if got.is_some() && announced(&metrics().await) {
+                return;
             }
         }
     })
-    .await
-    .expect("an event crossed the nodes");
+    .await;
+    let got = got.expect("an event crossed the nodes");
     assert_eq!(got.name, "a");
-    let text = reqwest::get(format!("http://{}/metrics", c.nodes[1].http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics().await;
     assert!(text.contains("eventrelay_live_connections 1"), "{text}");
     let lag_count: u64 = text
         .lines()
