@@ -124,9 +124,8 @@ async fn run(args: &Args, mut plan: Plan) -> Result<Report> {
         let (grpc_url, db_url) = match (&args.target, &db) {
             (Some(t), _) => (t.clone(), args.database_url.clone()),
             (None, Some(db)) => {
-                let n = Node::start(&db.url, args.server_grpc_threads).await?;
+                let n = Node::start(&db.url).await?;
                 plan.server_db_pool_size = Some(n.pool_size);
-                plan.server_grpc_threads = Some(n.grpc_threads);
                 let url = format!("http://{}", n.grpc);
                 node = Some(n);
                 (url, Some(db.url.clone()))

@@ -84,15 +84,9 @@ impl App {
         if !config.auth_enabled {
             tracing::warn!("ER_AUTH_ENABLED=false: every caller is an admin. Development only.");
         }
-        // A quarter of the connections belong to the writer lanes (their own runtime, see
-        // events::writer), the rest to everything else.
-        let writer_connections = (config.db_pool_size / 4).clamp(1, 16);
-        let pool = db::connect(
-            &config.database_url,
-            config.db_pool_size - writer_connections,
-        )
-        .await
-        .context("connecting to Postgres (DATABASE_URL)")?;
+        let pool = db::connect(&config.database_url, config.db_pool_size)
+            .await
+            .context("connecting to Postgres (DATABASE_URL)")?;
         db::migrate(&pool).await.context("applying migrations")?;
         let live = Live::with_buffers(config.live_buffer, config.live_buffer_bytes);
         let metrics = Metrics::new();
@@ -113,9 +107,7 @@ impl App {
             &config.cluster_name,
             metrics.clone(),
         ));
-        let writer = Writer::start(&pool, writer_connections, tracker.clone(), metrics.clone())
-            .await
-            .context("starting the writer lanes")?;
+        let writer = Writer::start(pool.clone(), config.writers, tracker, metrics.clone());
         let delivery = Delivery::new(pool.clone(), &config, live.clone(), metrics.clone())
             .context("building the webhook client")?;
         let cluster_stop = CancellationToken::new();
@@ -258,9 +250,8 @@ pub async fn run(
         tokio::spawn(grpc::server::serve(
             routes,
             listeners.grpc,
-            app.config.grpc_threads(),
             stop_accepting.clone(),
-        )?)
+        ))
     };
     let metrics_server = match app.config.metrics_addr {
         None => None,
@@ -311,28 +302,20 @@ pub async fn run(
         if let Ok(Err(e)) = &h {
             tracing::warn!(error = %e, "HTTP server ended with an error");
         }
-        match g {
-            Ok(Ok(threads)) => Some(threads),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "gRPC server ended with an error");
-                None
-            }
-            Err(_) => None,
+        if let Ok(Err(e)) = &g {
+            tracing::warn!(error = %e, "gRPC server ended with an error");
         }
     };
-    // Dropped only after the pool is closed (see grpc::server::ServerThreads).
-    let grpc_threads = tokio::time::timeout(grace, servers).await;
-    if grpc_threads.is_err() {
+    if tokio::time::timeout(grace, servers).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
+    // The writer stores what is queued, then its task ends with the other background tasks.
     app.writer.close();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("background tasks did not finish within the grace period");
     }
-    app.writer.shutdown().await;
     app.pool.close().await;
-    drop(grpc_threads);
     tracing::info!("node stopped");
     Ok(())
 }

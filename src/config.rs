@@ -30,10 +30,6 @@ pub struct Config {
     #[arg(long, env = "ER_GRPC_ADDR", default_value = "0.0.0.0:50051")]
     pub grpc_addr: SocketAddr,
 
-    /// Threads serving gRPC connections (each connection stays on one); 0 = one per core.
-    #[arg(long, env = "ER_GRPC_THREADS", default_value_t = 0)]
-    pub grpc_threads: usize,
-
     /// HTTP listen address (health, websockets, UI; and metrics unless `ER_METRICS_ADDR`).
     #[arg(long, env = "ER_HTTP_ADDR", default_value = "0.0.0.0:9000")]
     pub http_addr: SocketAddr,
@@ -96,6 +92,11 @@ pub struct Config {
     /// Postgres connections in this node's pool.
     #[arg(long, env = "ER_DB_POOL_SIZE", default_value_t = 20)]
     pub db_pool_size: u32,
+
+    /// Transactions storing published events that may run at once on this node; each topic
+    /// belongs to one of them, which stores everything queued for its topics together.
+    #[arg(long, env = "ER_WRITERS", default_value_t = 4)]
+    pub writers: usize,
 
     /// Seconds a node may take to drain after SIGTERM before it stops hard.
     #[arg(long, env = "ER_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
@@ -239,6 +240,9 @@ impl Config {
         if self.db_pool_size < 4 {
             return Err("ER_DB_POOL_SIZE must be at least 4".into());
         }
+        if !(1..=64).contains(&self.writers) {
+            return Err("ER_WRITERS must be between 1 and 64".into());
+        }
         if self.cluster_name.is_empty()
             || !self
                 .cluster_name
@@ -325,14 +329,6 @@ impl Config {
             .unwrap_or_else(|| "node".into())
     }
 
-    /// Threads serving gRPC: `ER_GRPC_THREADS`, or one per core when it is 0.
-    pub fn grpc_threads(&self) -> usize {
-        match self.grpc_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-    }
-
     /// How long a node without a heartbeat still counts as alive.
     pub fn node_ttl(&self) -> Duration {
         Duration::from_secs(self.node_ttl_seconds)
@@ -355,10 +351,10 @@ impl std::fmt::Debug for Config {
             .field("database_url", &"<secret>")
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<secret>"))
             .field("grpc_addr", &self.grpc_addr)
-            .field("grpc_threads", &self.grpc_threads)
             .field("http_addr", &self.http_addr)
             .field("metrics_addr", &self.metrics_addr)
             .field("grpc_max_message_bytes", &self.grpc_max_message_bytes)
+            .field("writers", &self.writers)
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<secret>"))
             .field("insecure_dev_jwt", &self.insecure_dev_jwt)
             .field("auth_enabled", &self.auth_enabled)
@@ -392,16 +388,6 @@ mod tests {
                 .unwrap_err()
                 .contains("ER_MAX_EVENTS_PER_REQUEST")
         );
-    }
-
-    #[test]
-    fn grpc_threads_default_to_one_per_core() {
-        let mut c = Config::for_database("postgres://x");
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(c.grpc_threads, 0);
-        assert_eq!(c.grpc_threads(), cores);
-        c.grpc_threads = 3;
-        assert_eq!(c.grpc_threads(), 3);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A named thread running a current-thread tokio runtime of its own, until stopped or dropped.
-//! The node runs its writer lanes and its gRPC connections on such threads, and the load
-//! generator its clients: work that should wake on its own thread, not queue behind whatever
-//! the multi-thread runtime's workers are doing (the reasons are with each user).
+//! The load generator (`er-loadgen`) runs its clients on such threads, so each client's
+//! connection and its calls take turns on one thread (the reason is with the user); the node
+//! itself runs on its ordinary multi-thread runtime.
 
 use anyhow::Context;
 use tokio::runtime::Handle;

@@ -53,10 +53,6 @@ pub(crate) struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
-    /// In-process node only: threads serving its gRPC connections (`ER_GRPC_THREADS`);
-    /// 0 = the node's default, one per core.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) server_grpc_threads: usize,
     /// Do not settle Postgres before each scenario. By default (when the database is reachable)
     /// each scenario starts after a CHECKPOINT and after running autovacuum workers finish (at
     /// most 60 s), and the prefill is followed by VACUUM (ANALYZE), so that one scenario's WAL
@@ -80,8 +76,6 @@ pub(crate) struct Plan {
     pub(crate) channels: usize,
     pub(crate) prefill: i64,
     pub(crate) server_db_pool_size: Option<u32>,
-    /// What the in-process node runs, once started (like its pool size).
-    pub(crate) server_grpc_threads: Option<usize>,
     pub(crate) settle: bool,
 }
 
@@ -121,12 +115,6 @@ impl Plan {
         if !(0..=10_000_000).contains(&prefill) {
             bail!("--prefill must be between 0 and 10,000,000");
         }
-        if a.target.is_some() && a.server_grpc_threads > 0 {
-            bail!("--server-grpc-threads applies to the in-process node only, not to --target");
-        }
-        if a.server_grpc_threads > 64 {
-            bail!("--server-grpc-threads must be at most 64");
-        }
         for (flag, url) in [
             ("--admin-url", Some(&a.admin_url)),
             ("--target", a.target.as_ref()),
@@ -151,7 +139,6 @@ impl Plan {
             channels: a.channels,
             prefill,
             server_db_pool_size: None,
-            server_grpc_threads: None,
             settle: !a.no_settle,
         })
     }

@@ -179,9 +179,8 @@ async fn insert_many(conn: &mut PgConnection, rows: Vec<Row>) -> Result<u64> {
 }
 
 /// Appends `n` rows to the topic with one INSERT ... SELECT generate_series, after the current
-/// last offset, moving `topics.last_offset` in the same transaction, as a bulk load may (no
-/// publisher runs meanwhile; later publishes continue after the larger of the topic's
-/// counters), so offsets stay contiguous. Then ANALYZE, as autovacuum would
+/// last offset, moving the topic's reservation and mark (`topic_offsets`) in the same
+/// transaction (no publisher runs meanwhile), so offsets stay contiguous. Then ANALYZE, as autovacuum would
 /// (VACUUM (ANALYZE) when settling).
 pub(crate) async fn prefill(
     conn: &mut PgConnection,
@@ -191,13 +190,15 @@ pub(crate) async fn prefill(
 ) -> Result<i64> {
     let mut tx = conn.begin().await?;
     let last: i64 = sqlx::query_scalar(
-        "UPDATE topics SET last_offset = last_offset + $1 WHERE name = $2 RETURNING last_offset",
+        "INSERT INTO topic_offsets AS o (name, reserved, marked) VALUES ($2, $1, $1)
+         ON CONFLICT (name) DO UPDATE SET reserved = o.reserved + $1, marked = o.marked + $1
+         RETURNING reserved",
     )
     .bind(n)
     .bind(topic)
     .fetch_one(&mut *tx)
     .await
-    .context("moving topics.last_offset")?;
+    .context("moving the topic's offsets")?;
     let before = last - n;
     sqlx::query(AssertSqlSafe(format!(
         r#"INSERT INTO "{topic}_events"

@@ -123,8 +123,7 @@ pub(crate) fn print_report(r: &Report) {
         s.warmup,
         thousands(s.prefill as f64),
         s.server_db_pool_size
-            .zip(s.server_grpc_threads)
-            .map(|(p, t)| format!("; server pool {p} connections, {t} gRPC threads"))
+            .map(|p| format!("; server pool {p} connections"))
             .unwrap_or_default(),
     );
     println!(

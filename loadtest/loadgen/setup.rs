@@ -73,13 +73,12 @@ impl BenchDb {
 pub(crate) struct Node {
     pub(crate) grpc: std::net::SocketAddr,
     pub(crate) pool_size: u32,
-    pub(crate) grpc_threads: usize,
     shutdown: CancellationToken,
     handle: JoinHandle<Result<()>>,
 }
 
 impl Node {
-    pub(crate) async fn start(db_url: &str, grpc_threads: usize) -> Result<Node> {
+    pub(crate) async fn start(db_url: &str) -> Result<Node> {
         let mut config = eventrelay::Config::for_database(db_url);
         config.shutdown_grace_seconds = 5;
         // Capacity is measured, not policy: the per-key rate limits are off (one admin key
@@ -88,9 +87,7 @@ impl Node {
         config.rate_limit_live_publish = 0;
         config.rate_limit_pull = 0;
         config.rate_limit_admin = 0;
-        config.grpc_threads = grpc_threads;
         let pool_size = config.db_pool_size;
-        let grpc_threads = config.grpc_threads();
         let grpc = TcpListener::bind("127.0.0.1:0").await?;
         let http = TcpListener::bind("127.0.0.1:0").await?;
         let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
@@ -103,7 +100,6 @@ impl Node {
         let node = Node {
             grpc: grpc_addr,
             pool_size,
-            grpc_threads,
             shutdown,
             handle,
         };

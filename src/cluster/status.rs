@@ -119,8 +119,8 @@ pub async fn position(
         i64,
     );
     let row: Option<Row> = sqlx::query_as(
-        "SELECT n.name, c.delivered_offset, c.attempts, c.next_attempt_at, t.last_offset
-         FROM subscriptions s JOIN topic_marks t ON t.name = s.topic_name
+        "SELECT n.name, c.delivered_offset, c.attempts, c.next_attempt_at, COALESCE(o.marked, 0)
+         FROM subscriptions s LEFT JOIN topic_offsets o ON o.name = s.topic_name
          LEFT JOIN subscription_cursors c ON c.subscription_id = s.id
          LEFT JOIN cluster_nodes n ON n.id = c.owner_node
               AND n.heartbeat_at > now() - make_interval(secs => $2)

@@ -44,8 +44,8 @@ pub async fn state(pool: &PgPool, subscription: Uuid) -> Result<Option<CursorSta
 pub async fn acquire(pool: &PgPool, subscription: Uuid, node: Uuid) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
         "INSERT INTO subscription_cursors (subscription_id, delivered_offset, epoch, owner_node)
-         SELECT s.id, t.last_offset, 1, $2
-         FROM subscriptions s JOIN topic_marks t ON t.name = s.topic_name WHERE s.id = $1
+         SELECT s.id, COALESCE(o.marked, 0), 1, $2
+         FROM subscriptions s LEFT JOIN topic_offsets o ON o.name = s.topic_name WHERE s.id = $1
          ON CONFLICT (subscription_id) DO UPDATE
            SET epoch = subscription_cursors.epoch + 1, owner_node = $2, updated_at = now()
          RETURNING epoch",

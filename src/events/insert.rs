@@ -1,49 +1,39 @@
-//! The one statement that stores a batch of events: its column arrays, the offset reservation
-//! that orders it after every earlier batch of the topic, and the multi-row insert. The writer
-//! lanes (`writer.rs`) decide what goes into a batch and when; `mark.rs` makes batches that
-//! committed without the flush durable and visible.
+//! The one statement that stores one topic's share of a batch: its column arrays, the offset
+//! reservation that orders it after every earlier batch of the topic, and the multi-row
+//! insert. The writer (`writer.rs`) decides what goes into a batch and runs one such statement
+//! per topic in the batch's transaction.
 
 use super::model::ValidEvent;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::topics::TopicName;
-use sqlx::AssertSqlSafe;
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgConnection};
 
-/// Stores the rows of `cols` in one implicit transaction; returns the first offset.
+/// Stores the rows of `cols` in the transaction open on `conn`; returns the first offset, or
+/// `None` when the topic's row is gone.
 ///
-/// With `durable` false the transaction commits without waiting for the WAL flush, so its rows
-/// are not durable yet when this returns: nothing may be acknowledged or shown to readers
-/// before `mark::raise` has run after it (readers read up to the topic's mark, which only a
-/// durable commit raises). With `durable` true it commits synchronously and moves the mark
-/// itself: `topic_offsets.marked`, in the very update that reserves its offsets (migration
-/// 0007 says why the mark has two homes, and `topic_marks` is what readers read).
+/// The reservation row-locks the topic's `topic_offsets` row until the transaction ends and
+/// moves the topic's mark (`marked`) with it: readers read up to the mark, and see it only
+/// once the transaction has committed, synchronously, so every offset they see is durable.
 pub(super) async fn store(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     topic: &TopicName,
     cols: Columns<'_>,
-    durable: bool,
-) -> Result<i64> {
-    // One statement, one round trip, in its own implicit transaction: reserve the offsets
-    // (row-locking the topic's `topic_offsets` row until commit) and insert every row numbered
-    // from them. `rows` is materialised and counted before the reservation touches that row, so
-    // the array decoding and JSON parsing happen before the lock is taken, not while other
-    // publishers of the topic wait for it. The reservation is an upsert starting from the
-    // larger of the two counters, so a topic without a row yet (made before migration 0005, or
-    // by an older node) gets one, and offsets an older node handed out are never reused; no
-    // topic row, no reservation: NULL, "Topic not found". `commit_mode` makes a large batch's
-    // transaction commit without waiting for the flush, so the lock is released as soon as
-    // the commit is recorded, not a flush later (measured: the flush was a fifth of the time
-    // the lock was held with 100-event requests); a small batch commits synchronously and its
-    // reservation also sets `marked`, sparing it a second statement and a second row update
-    // (a 12-event statement 7.6% faster than with an update of `topics.last_offset`). The
-    // statement takes the events table's lock before the rows'; DeleteTopic takes them in the
-    // same order, so the two never deadlock. `stored` is not read by the final SELECT, but
-    // Postgres runs every data-modifying CTE to completion; the first offset comes from the
-    // reservation, which spares a RETURNING row per event.
+) -> Result<Option<i64>> {
+    // One statement, one round trip: reserve the offsets and insert every row numbered from
+    // them. `rows` is materialised and counted before the reservation touches the offsets
+    // row, so the array decoding and JSON parsing happen before the lock is taken, not while
+    // other publishers of the topic wait for it. The reservation is an upsert starting from
+    // the larger of `reserved` and `topics.last_offset`, so a topic without a row yet gets
+    // one, and offsets set by an older node or a bulk load are never reused; no topic row, no
+    // reservation: NULL. `sync` makes the commit wait for the WAL flush whatever the
+    // server's default: the flush is what makes the acknowledgement true. The statement takes
+    // the events table's lock before the rows'; DeleteTopic takes them in the same order, so
+    // the two never deadlock. `stored` is not read by the final SELECT, but Postgres runs
+    // every data-modifying CTE to completion; the first offset comes from the reservation,
+    // which spares a RETURNING row per event.
     let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
-        r#"WITH commit_mode AS MATERIALIZED (
-               SELECT set_config('synchronous_commit', CASE WHEN $14 THEN 'on' ELSE 'off' END,
-                                 true)
+        r#"WITH sync AS MATERIALIZED (
+               SELECT set_config('synchronous_commit', 'on', true)
            ), rows AS MATERIALIZED (
                SELECT u.ord, u.i, u.n, u.ti, u.d::jsonb AS d, u.s, u.g, u.rk, u.t, u.usr, u.a,
                       u.oc, u.c::jsonb AS c
@@ -55,13 +45,11 @@ pub(super) async fn store(
                SELECT count(*) AS n FROM rows
            ), reserved AS (
                INSERT INTO topic_offsets AS o (name, reserved, marked)
-               SELECT t.name, t.last_offset + c.n, CASE WHEN $14 THEN t.last_offset + c.n ELSE 0 END
+               SELECT t.name, t.last_offset + c.n, t.last_offset + c.n
                FROM topics t, counted c WHERE t.name = $13
                ON CONFLICT (name) DO UPDATE
                    SET reserved = GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved),
-                       marked = CASE WHEN $14
-                           THEN GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved)
-                           ELSE o.marked END
+                       marked = GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved)
                RETURNING o.reserved - (SELECT n FROM counted) AS before
            ), stored AS (
                INSERT INTO {} ("offset", id, name, topic_identifier, data, source, group_key,
@@ -70,7 +58,7 @@ pub(super) async fn store(
                       w.oc, w.c
                FROM reserved r, rows w
            )
-           SELECT (SELECT before FROM reserved) + 1 FROM commit_mode"#,
+           SELECT (SELECT before FROM reserved) + 1 FROM sync"#,
         topic.events_table()
     )))
     .bind(cols.id)
@@ -86,12 +74,10 @@ pub(super) async fn store(
     .bind(cols.occurred_at)
     .bind(cols.context)
     .bind(topic.as_str())
-    .bind(durable)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await
     .map_err(super::read::topic_gone)?;
-    // No row reserved: the topic row is gone (dropped, or dropped and made again later).
-    first.ok_or_else(|| Error::not_found("Topic not found"))
+    Ok(first)
 }
 
 /// Column arrays for UNNEST, borrowing the events' text (the batch outlives the statement),

@@ -4,9 +4,7 @@
 
 mod dead_letters;
 mod filter;
-mod handoff;
 mod insert;
-mod mark;
 mod model;
 mod queue;
 mod read;
@@ -15,7 +13,6 @@ mod writer;
 pub use dead_letters::DeadLetter;
 pub use filter::Filter;
 pub use filter::{MAX_FILTERS, parse_filters};
-pub use handoff::install_mailbox;
 pub use model::{Event, NewEvent, Refused, ValidEvent, format_time, parse_time, validate};
 pub use read::{
     COUNT_CAP, DEFAULT_BATCH, DEFAULT_TIMEOUT as READ_TIMEOUT, MAX_BATCH, PullBatch, PullQuery,

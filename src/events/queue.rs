@@ -1,110 +1,61 @@
-//! A writer lane's queue: the publish requests it has received and not yet launched, and how
-//! the next transaction's batch is cut from them (at most [`MAX_BATCH_EVENTS`] events, at
-//! least one request). The lane itself is in `writer.rs`.
+//! The writer's queue: the publish requests it has received and not yet stored, and how the
+//! next transaction's batch is cut from them (at most [`MAX_BATCH_EVENTS`] events, at least one
+//! request) and grouped by topic. The writer itself is in `writer.rs`.
 
-use super::handoff::{Mailbox, Reply};
-use super::model::ValidEvent;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::sync::{Notify, mpsc};
+use super::model::{Event, ValidEvent};
+use super::writer::WriteError;
+use crate::topics::TopicName;
+use std::collections::BTreeMap;
+use tokio::sync::{mpsc, oneshot};
 
 /// Most events stored in one transaction.
 pub(super) const MAX_BATCH_EVENTS: usize = 5_000;
 
-/// One publish request waiting for its lane.
+/// Where a request's answer goes.
+pub(super) type Reply = oneshot::Sender<Result<Vec<Event>, WriteError>>;
+
+/// One publish request waiting for the writer.
 pub(super) struct Job {
+    pub(super) topic: TopicName,
     pub(super) identifier: String,
     pub(super) events: Vec<ValidEvent>,
     pub(super) reply: Reply,
-    /// The requester's thread's mailbox, when it has one (see `handoff.rs`).
-    pub(super) home: Option<Arc<Mailbox>>,
 }
 
-/// Events sent to a lane that the lane has not taken yet, counted by its senders. While a
-/// transaction runs, the lane does not listen to its channel (each message would wake the
-/// writer thread, for nothing: the requests wait for the transaction's end anyway); it is
-/// woken only when this count reaches the size worth a second transaction.
-pub(super) struct Waiting {
-    events: AtomicUsize,
-    enough: Notify,
-    threshold: usize,
-}
+/// A batch's requests by topic, topics in name order (the order their offset rows are
+/// locked in), each topic's requests in arrival order.
+pub(super) type Groups = Vec<(TopicName, Vec<Job>)>;
 
-impl Waiting {
-    pub(super) fn new(threshold: usize) -> Self {
-        Waiting {
-            events: AtomicUsize::new(0),
-            enough: Notify::new(),
-            threshold,
-        }
-    }
-
-    /// A sender is about to send `n` events.
-    pub(super) fn add(&self, n: usize) {
-        let before = self.events.fetch_add(n, Ordering::SeqCst);
-        if before < self.threshold && before + n >= self.threshold {
-            self.enough.notify_one();
-        }
-    }
-
-    /// Events sent and not taken yet.
-    pub(super) fn events(&self) -> usize {
-        self.events.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once [`Waiting::add`] has crossed the threshold since it last resolved.
-    pub(super) async fn enough(&self) {
-        self.enough.notified().await
-    }
-
-    fn taken(&self, n: usize) {
-        // Saturating: a job pushed without a count (tests) must not wrap it.
-        let _ = self
-            .events
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| {
-                Some(e.saturating_sub(n))
-            });
-    }
-}
-
-/// The requests a lane has received and not yet launched, and their events' count.
+/// The requests received and not yet stored, and their events' count.
+#[derive(Default)]
 pub(super) struct Queue {
-    pub(super) jobs: Vec<Job>,
-    pub(super) events: usize,
-    pub(super) waiting: Arc<Waiting>,
+    jobs: Vec<Job>,
+    events: usize,
 }
 
 impl Queue {
-    pub(super) fn new(waiting: Arc<Waiting>) -> Self {
-        Queue {
-            jobs: Vec::new(),
-            events: 0,
-            waiting,
-        }
+    pub(super) fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
     }
 
-    /// Takes a job received from the lane's channel.
+    /// Takes a job received from the writer's channel.
     pub(super) fn push(&mut self, job: Job) {
-        self.waiting.taken(job.events.len());
         self.events += job.events.len();
         self.jobs.push(job);
     }
 
-    /// Takes what is waiting in `rx`, up to [`MAX_BATCH_EVENTS`]; false once `rx` is closed
-    /// (after taking what was sent before the close).
-    pub(super) fn take_from(&mut self, rx: &mut mpsc::Receiver<Job>) -> bool {
+    /// Takes what is waiting in `rx`, up to [`MAX_BATCH_EVENTS`].
+    pub(super) fn take_from(&mut self, rx: &mut mpsc::Receiver<Job>) {
         while self.events < MAX_BATCH_EVENTS {
             match rx.try_recv() {
                 Ok(job) => self.push(job),
-                Err(mpsc::error::TryRecvError::Empty) => return true,
-                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                Err(_) => return,
             }
         }
-        true
     }
 
-    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job).
-    pub(super) fn take_batch(&mut self) -> Vec<Job> {
+    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job), by topic.
+    pub(super) fn take_batch(&mut self) -> Groups {
         let mut size = 0;
         let mut n = 0;
         for job in self.jobs.iter() {
@@ -115,7 +66,11 @@ impl Queue {
             n += 1;
         }
         self.events -= size;
-        self.jobs.drain(..n).collect()
+        let mut groups = BTreeMap::<TopicName, Vec<Job>>::new();
+        for job in self.jobs.drain(..n) {
+            groups.entry(job.topic.clone()).or_default().push(job);
+        }
+        groups.into_iter().collect()
     }
 }
 
@@ -123,69 +78,62 @@ impl Queue {
 mod tests {
     use super::*;
 
-    fn job(events: usize) -> Job {
+    fn job(topic: &str, events: usize) -> Job {
         Job {
+            topic: TopicName::parse(topic).expect("valid name"),
             identifier: String::new(),
             events: vec![super::super::model::tick(); events],
-            reply: tokio::sync::oneshot::channel().0,
-            home: None,
+            reply: oneshot::channel().0,
         }
     }
 
+    fn sizes(groups: &Groups) -> Vec<(&str, Vec<usize>)> {
+        groups
+            .iter()
+            .map(|(t, jobs)| (t.as_str(), jobs.iter().map(|j| j.events.len()).collect()))
+            .collect()
+    }
+
     #[test]
-    fn take_from_drains_what_waits_and_notices_the_close() {
+    fn take_from_drains_what_waits() {
         let (tx, mut rx) = mpsc::channel(8);
-        let mut q = Queue::new(Arc::new(Waiting::new(100)));
+        let mut q = Queue::default();
         for n in [1, 2, 3] {
-            assert!(tx.try_send(job(n)).is_ok(), "room");
+            assert!(tx.try_send(job("a", n)).is_ok(), "room");
         }
-        assert!(q.take_from(&mut rx), "open while a sender lives");
+        q.take_from(&mut rx);
         assert_eq!((q.jobs.len(), q.events), (3, 6));
-        assert!(tx.try_send(job(4)).is_ok(), "room");
-        drop(tx);
-        // Closed: what was sent before the close is still taken, then the close is seen.
-        assert!(!q.take_from(&mut rx), "closed and drained");
-        assert_eq!((q.jobs.len(), q.events), (4, 10));
+    }
+
+    #[test]
+    fn batches_group_topics_in_name_order_and_keep_each_topics_arrival_order() {
+        let mut q = Queue::default();
+        for (t, n) in [("b", 1), ("a", 2), ("b", 3), ("a_1", 4), ("a", 5)] {
+            q.push(job(t, n));
+        }
+        let groups = q.take_batch();
+        // Byte order, as Postgres' "C" collation sorts: '_' (0x5f) before the letters.
+        assert_eq!(
+            sizes(&groups),
+            vec![("a", vec![2, 5]), ("a_1", vec![4]), ("b", vec![1, 3])]
+        );
+        assert!(q.is_empty());
     }
 
     #[test]
     fn batches_stop_at_the_limit_but_always_take_one_request() {
-        let mut q = Queue::new(Arc::new(Waiting::new(100)));
-        q.push(job(MAX_BATCH_EVENTS - 1));
-        q.push(job(2));
-        q.push(job(MAX_BATCH_EVENTS + 5));
+        let mut q = Queue::default();
+        q.push(job("a", MAX_BATCH_EVENTS - 1));
+        q.push(job("b", 2));
+        q.push(job("a", MAX_BATCH_EVENTS + 5));
         let first = q.take_batch();
-        assert_eq!(first.len(), 1, "the second request would pass the limit");
+        assert_eq!(sizes(&first), vec![("a", vec![MAX_BATCH_EVENTS - 1])]);
         assert_eq!(q.events, 2 + MAX_BATCH_EVENTS + 5);
         let second = q.take_batch();
-        assert_eq!(second.len(), 1);
+        assert_eq!(sizes(&second), vec![("b", vec![2])]);
         // A request larger than the limit on its own still goes, alone.
         let third = q.take_batch();
-        assert_eq!(third[0].events.len(), MAX_BATCH_EVENTS + 5);
+        assert_eq!(sizes(&third), vec![("a", vec![MAX_BATCH_EVENTS + 5])]);
         assert_eq!((q.jobs.len(), q.events), (0, 0));
-    }
-
-    #[tokio::test]
-    async fn waiting_wakes_the_lane_only_when_the_threshold_is_crossed() {
-        use futures::FutureExt;
-        let w = Waiting::new(10);
-        w.add(4);
-        w.add(5);
-        assert!(w.enough().now_or_never().is_none(), "9 of 10: no wake-up");
-        w.add(3);
-        assert_eq!(w.events(), 12);
-        assert!(w.enough().now_or_never().is_some(), "crossed: one wake-up");
-        w.add(1);
-        assert!(
-            w.enough().now_or_never().is_none(),
-            "already past: none again"
-        );
-        // The lane takes the jobs: the count falls (never below zero) and can cross again.
-        let mut q = Queue::new(Arc::new(w));
-        q.push(job(8));
-        q.push(job(8));
-        assert_eq!(q.waiting.events(), 0);
-        q.waiting.add(10);
-        assert!(q.waiting.enough().now_or_never().is_some());
     }
 }

@@ -87,10 +87,10 @@ const EVENT_COLUMNS: &str = r#""offset", id, name, topic_identifier, data::text 
     group_key, reference_key, trace_key, user_id, anonymous_id, occurred_at, context::text AS context"#;
 
 /// The conditions every read of a topic's rows carries: only offsets up to the topic's mark
-/// (`topic_marks`: rows above it may be committed but not yet durable, see `mark.rs`),
-/// then the identifier scope and the filters.
+/// (`topic_offsets.marked`, which only a synchronously committed publish moves), then the
+/// identifier scope and the filters.
 fn push_scope(qb: &mut QueryBuilder<Postgres>, topic: &TopicRef, filters: &[Filter]) {
-    qb.push(r#" AND "offset" <= (SELECT last_offset FROM topic_marks WHERE name = "#)
+    qb.push(r#" AND "offset" <= (SELECT marked FROM topic_offsets WHERE name = "#)
         .push_bind(topic.name.as_str().to_owned())
         .push(")");
     if let Some(i) = &topic.identifier {

@@ -225,7 +225,7 @@ impl Subscriptions {
                RETURNING {COLUMNS}
              ), c AS (
                INSERT INTO subscription_cursors (subscription_id, delivered_offset)
-               SELECT s.id, t.last_offset FROM s JOIN topic_marks t ON t.name = s.topic_name
+               SELECT s.id, COALESCE(o.marked, 0) FROM s LEFT JOIN topic_offsets o ON o.name = s.topic_name
                WHERE s.subscription_type = 'webhook'
              )
              SELECT * FROM s"

@@ -205,15 +205,17 @@ fn already_exists(e: sqlx::Error) -> Error {
 }
 
 /// The visible end of topic `name`: its highest durable, committed offset, where every reader
-/// stops (the view `topic_marks`, the larger of the topic's two marks; see `events/mark.rs`).
-/// Offsets are contiguous from 1, so it is also the topic's event count. NOT_FOUND without
-/// the topic.
+/// stops (its mark, `topic_offsets.marked`; 0 before its first publish). Offsets are
+/// contiguous from 1, so it is also the topic's event count. NOT_FOUND without the topic.
 pub async fn last_offset<'c>(db: impl sqlx::PgExecutor<'c>, name: &str) -> Result<i64> {
-    sqlx::query_scalar("SELECT last_offset FROM topic_marks WHERE name = $1")
-        .bind(name)
-        .fetch_optional(db)
-        .await?
-        .ok_or_else(|| Error::not_found("Topic not found"))
+    sqlx::query_scalar(
+        "SELECT COALESCE(o.marked, 0) FROM topics t
+         LEFT JOIN topic_offsets o ON o.name = t.name WHERE t.name = $1",
+    )
+    .bind(name)
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| Error::not_found("Topic not found"))
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The offset guarantee: with many concurrent publishers on two nodes, a reader that asks
 //! for "after the last offset I saw" sees every offset exactly once, in order, with no gap,
-//! even while publishes are still committing (synchronously or not). (A plain sequence fails
-//! this.)
+//! even while publishes are still committing. (A plain sequence fails this.)
 
 use crate::helpers::*;
 use eventrelay::proto::{PublishEventsRequest, PullEventsRequest};
@@ -24,8 +23,7 @@ async fn concurrent_publishers_never_let_a_reader_skip() {
             let mut n = 0usize;
             for r in 0..REQUESTS {
                 // Mostly small requests; every eighth a large one, so batches of both kinds
-                // commit side by side: small ones synchronously, large ones (100 events and
-                // more) without waiting for the flush, made visible by a later mark.
+                // commit side by side.
                 let size = if r % 8 == p % 8 {
                     200 + p
                 } else {

@@ -331,11 +331,13 @@ async fn sweep(seq: &mut Sequencer, pool: &PgPool) -> crate::error::Result<()> {
     if topics.is_empty() {
         return Ok(());
     }
-    let ends: Vec<(String, i64)> =
-        sqlx::query_as("SELECT name, last_offset FROM topic_marks WHERE name = ANY($1)")
-            .bind(&topics)
-            .fetch_all(pool)
-            .await?;
+    let ends: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT t.name, COALESCE(o.marked, 0) FROM topics t
+             LEFT JOIN topic_offsets o ON o.name = t.name WHERE t.name = ANY($1)",
+    )
+    .bind(&topics)
+    .fetch_all(pool)
+    .await?;
     for (topic, end) in ends {
         match seq.seen(&topic) {
             Some(seen) if end > seen => {
