@@ -59,8 +59,9 @@ pub struct App {
     pub bus: Bus,
     writer: Writer,
     draining: Arc<AtomicBool>,
-    // Ends websockets and gRPC streams when draining starts, so the servers can stop.
-    streams_stop: CancellationToken,
+    /// Ends websockets, gRPC streams and SSE streams, spread over a window, when draining
+    /// starts, so the servers can stop; recycles old websockets.
+    pub drain: crate::drain::Drain,
     // Ends the cluster task: it hands its subscriptions over, after in-flight attempts.
     cluster_stop: CancellationToken,
 }
@@ -89,7 +90,8 @@ impl App {
         .await
         .context("connecting to Postgres (DATABASE_URL)")?;
         db::migrate(&pool).await.context("applying migrations")?;
-        let live = Live::with_buffer(config.live_buffer);
+        let live = Live::with_buffer(config.live_buffer)
+            .with_replay_budget(config.live_replay_concurrency);
         let metrics = Metrics::new();
         let redis = match &config.redis_url {
             Some(url) => {
@@ -129,7 +131,6 @@ impl App {
             );
             tracker.spawn(ownership.run(cluster_stop.clone(), config.shutdown_grace()));
         }
-        let streams_stop = CancellationToken::new();
         let bus = Bus::start(
             &config,
             pool.clone(),
@@ -168,7 +169,7 @@ impl App {
             bus,
             writer,
             draining: Arc::default(),
-            streams_stop,
+            drain: crate::drain::Drain::new(config.drain_spread(), config.ws_max_connection_age()),
             cluster_stop,
             pool,
             config: Arc::new(config),
@@ -182,7 +183,7 @@ impl App {
 
     /// Cancelled when the node starts draining: long-lived streams end on it.
     pub fn streams_stop(&self) -> &CancellationToken {
-        &self.streams_stop
+        self.drain.stopping()
     }
 }
 
@@ -260,7 +261,9 @@ pub async fn run(
             let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            axum::serve(listener, router)
+            // The peer address is the source of a connection (see http::peer).
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
         })
@@ -269,7 +272,7 @@ pub async fn run(
     shutdown.cancelled().await;
     tracing::info!("shutdown requested: draining");
     app.draining.store(true, Ordering::Relaxed);
-    app.streams_stop.cancel();
+    app.drain.begin();
     health
         .set_not_serving::<proto::event_relay_server::EventRelayServer<grpc::Service>>()
         .await;
@@ -278,7 +281,8 @@ pub async fn run(
     // in flight finish, then leaves the cluster and frees its locks.
     app.cluster_stop.cancel();
     let servers = async {
-        let (g, h) = tokio::join!(grpc_server, http_server);
+        // Websockets outlive the HTTP server (they were upgraded out of it): wait for them too.
+        let (g, h, ()) = tokio::join!(grpc_server, http_server, app.drain.sockets_closed());
         if let Ok(Err(e)) = &h {
             tracing::warn!(error = %e, "HTTP server ended with an error");
         }

@@ -7,7 +7,9 @@
 //! bounded per-topic ring and is ended with RESOURCE_EXHAUSTED. Access is re-checked twice a
 //! second ([`Access`]): within two seconds of a revocation or of its JWT's expiry the stream
 //! ends with UNAUTHENTICATED, of a withdrawn grant with PERMISSION_DENIED, of its
-//! subscription's deletion with NOT_FOUND.
+//! subscription's deletion with NOT_FOUND. A draining node ends each stream with UNAVAILABLE
+//! at the stream's slot of the drain window ([`crate::drain`]), not all at once; the client
+//! reopens it elsewhere with `after_offset` and misses nothing.
 
 use super::convert;
 use crate::app::App;
@@ -58,7 +60,10 @@ pub async fn open(
         Error::Unavailable("node is at its connection limit; connect to another".into())
     })?;
     let feed = Feed::open(&app.live, &app.pool, topic, filters, r.after_offset).await?;
+    let drain = app.drain.clone();
+    let slot = drain.slot();
     let state = State {
+        turn: Box::pin(async move { drain.turn(slot).await }),
         app: app.clone(),
         access: Access::new(&principal, expires, target),
         feed,
@@ -76,6 +81,7 @@ struct State {
     feed: Feed,
     pending: VecDeque<crate::events::Event>,
     check: tokio::time::Interval,
+    turn: futures::future::BoxFuture<'static, ()>,
     done: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -90,9 +96,8 @@ async fn next(mut st: State) -> Option<(Item, State)> {
         if st.done {
             return None;
         }
-        let stop = st.app.streams_stop().clone();
         let end = tokio::select! {
-            _ = stop.cancelled() => Some(Error::Unavailable("server shutting down".into())),
+            _ = &mut st.turn => Some(Error::Unavailable(crate::drain::DRAINING.into())),
             _ = st.check.tick() => st
                 .access
                 .lost(&st.app.auth, &st.app.subscriptions)

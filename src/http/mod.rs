@@ -1,9 +1,12 @@
-//! The HTTP transport (axum): liveness, readiness, Prometheus metrics. Websockets and the admin UI mount
-//! here as they land. Handlers are thin: they call the domain and map its error once.
+//! The HTTP transport (axum): liveness, readiness, Prometheus metrics, the websocket endpoint,
+//! its Server-Sent Events fallback and the admin UI. Handlers are thin: they call the domain
+//! and map its error once (a 503 says when to come back with `Retry-After`).
 
 mod docs;
+pub mod peer;
 mod phoenix;
 pub mod socket;
+mod sse;
 pub mod ui;
 
 use crate::app::App;
@@ -19,11 +22,17 @@ use serde_json::json;
 
 /// The router of one node.
 pub fn router(app: App) -> Router {
+    // Websockets and SSE streams share the places of each source address.
+    let peers = peer::Peers::new(
+        app.config.trusted_proxies.clone(),
+        app.config.max_connections_per_address,
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/socket/websocket", socket::route(&app))
+        .route("/socket/websocket", socket::route(&app, peers.clone()))
+        .route("/sse", sse::route(&app, peers))
         .route("/docs", get(api_docs))
         .merge(ui::router(app.clone()))
         .with_state(app)
@@ -97,6 +106,15 @@ impl IntoResponse for Error {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        (code, Json(json!({ "error": self.to_string() }))).into_response()
+        let mut response = (code, Json(json!({ "error": self.to_string() }))).into_response();
+        if code == StatusCode::SERVICE_UNAVAILABLE {
+            // A few seconds, drawn, so refused clients do not all come back at once.
+            let secs = rand::Rng::random_range(&mut rand::rng(), 1..=5u32);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }

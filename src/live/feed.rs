@@ -6,12 +6,16 @@
 //! missed (Redis pub/sub is at-most-once, a node may have joined late, the hub may have lagged
 //! during a replay), so the feed reads the gap from Postgres; anything at or below it is a
 //! duplicate and dropped. Non-durable events (offset 0) are live only and pass straight on.
+//! Every replay read takes a turn of the node's replay budget (`ER_LIVE_REPLAY_CONCURRENCY`),
+//! so a thousand clients rejoining at once wait their turns instead of loading Postgres.
 
 use super::{Batch, Live};
 use crate::error::{Error, Result};
 use crate::events::{Event, Filter, read_after};
 use crate::topics::{self, TopicRef};
 use sqlx::PgPool;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Events read from Postgres per replay step.
@@ -32,6 +36,8 @@ pub struct Feed {
     buffer: usize,
     /// The client is sent each event's JSON (see [`Feed::with_json`]).
     json: bool,
+    /// The node's replay budget: one permit per replay read.
+    replays: Arc<Semaphore>,
 }
 
 impl Feed {
@@ -61,6 +67,7 @@ impl Feed {
             after_replay: false,
             buffer,
             json: false,
+            replays: live.replay_budget(),
         })
     }
 
@@ -164,6 +171,12 @@ impl Feed {
     }
 
     async fn replay_step(&mut self) -> Result<Vec<Event>> {
+        // A reconnect storm queues here instead of at Postgres; the wait is cancel-safe.
+        let _turn = self
+            .replays
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("replays closed".into()))?;
         // The end is read first: every offset up to it is committed, so a short read below
         // proves nothing matching is left up to it.
         let end = topics::last_offset(&self.pool, self.topic.name.as_str()).await?;
