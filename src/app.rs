@@ -64,6 +64,9 @@ pub struct App {
     pub drain: crate::drain::Drain,
     // Ends the cluster task: it hands its subscriptions over, after in-flight attempts.
     cluster_stop: CancellationToken,
+    // Ends the bus: only once the websockets and streams a drain spreads out have closed,
+    // since until then they still receive the other nodes' events.
+    bus_stop: CancellationToken,
 }
 
 impl App {
@@ -116,6 +119,7 @@ impl App {
         let delivery = Delivery::new(pool.clone(), &config, live.clone(), metrics.clone())
             .context("building the webhook client")?;
         let cluster_stop = CancellationToken::new();
+        let bus_stop = CancellationToken::new();
         {
             // Session advisory locks need their own direct connection (see cluster::ownership).
             let lock_options = PgConnectOptions::from_str(&config.database_url)
@@ -137,7 +141,7 @@ impl App {
             live.clone(),
             redis.clone(),
             tracker,
-            cluster_stop.clone(),
+            bus_stop.clone(),
             metrics.clone(),
         )
         .context("starting the cluster bus (REDIS_URL)")?;
@@ -171,6 +175,7 @@ impl App {
             draining: Arc::default(),
             drain: crate::drain::Drain::new(config.drain_spread(), config.ws_max_connection_age()),
             cluster_stop,
+            bus_stop,
             pool,
             config: Arc::new(config),
         })
@@ -297,6 +302,7 @@ pub async fn run(
     };
     // Dropped only after the pool is closed (see grpc::server::ServerThreads).
     let grpc_threads = tokio::time::timeout(grace, servers).await;
+    app.bus_stop.cancel();
     if grpc_threads.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }

@@ -35,3 +35,5 @@ mod webhook_cluster;
 mod webhook_control;
 mod webhook_fencing;
 mod webhooks;
+mod ws_limits;
+mod ws_rollout;
