@@ -100,13 +100,18 @@ async fn ws_a_socket_that_never_joins_is_closed() {
         .await;
     assert_eq!(r["status"], "ok");
     // The unjoined socket heartbeats (so it is not idle) until the node closes it.
-    let reason = loop {
-        idle.send("phoenix", "heartbeat", json!({})).await;
-        let next = tokio::time::timeout(Duration::from_millis(500), idle.recv()).await;
-        if let Ok(None) = next {
-            break idle.closed().await;
+    let closing = async {
+        loop {
+            idle.send("phoenix", "heartbeat", json!({})).await;
+            let next = tokio::time::timeout(Duration::from_millis(500), idle.recv()).await;
+            if let Ok(None) = next {
+                break idle.closed().await;
+            }
         }
     };
+    let reason = tokio::time::timeout(WAIT, closing)
+        .await
+        .expect("the unjoined socket is closed");
     assert_eq!(reason.as_deref(), Some("no channel joined within 5 s"));
     assert_eq!(idle.close_code, Some(1008));
     // The joined one, as old, is still served.
