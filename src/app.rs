@@ -255,6 +255,7 @@ pub async fn run(
             routes,
             listeners.grpc,
             app.config.grpc_threads(),
+            app.config.keepalive(),
             stop_accepting.clone(),
         )?)
     };

@@ -36,6 +36,7 @@ pub fn serve(
     routes: Routes,
     listener: TcpListener,
     threads: usize,
+    keepalive: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<ServerThreads>>> {
     let mut senders = Vec::with_capacity(threads);
@@ -45,7 +46,7 @@ pub fn serve(
         let thread = ThreadRuntime::start(format!("er-grpc-{i}"))?;
         let server = thread
             .handle()
-            .spawn(server_thread(routes.clone(), rx, stop.clone()));
+            .spawn(server_thread(routes.clone(), rx, keepalive, stop.clone()));
         senders.push(tx);
         servers.push((thread, server));
     }
@@ -98,6 +99,7 @@ async fn accept(
 async fn server_thread(
     routes: Routes,
     rx: mpsc::Receiver<std::net::TcpStream>,
+    keepalive: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     // Publishes made here are answered in bulk, one wake-up of this thread per batch.
@@ -111,7 +113,9 @@ async fn server_thread(
     tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .concurrency_limit_per_connection(256)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // HTTP/2 pings on idle connections (ER_KEEPALIVE_SECONDS): proxies and load balancers
+        // see traffic on an idle StreamEvents call, and a dead peer is noticed.
+        .http2_keepalive_interval(Some(keepalive))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move { stop.cancelled().await })
         .await
@@ -226,7 +230,7 @@ mod tests {
             listener.local_addr().unwrap()
         );
         let stop = CancellationToken::new();
-        let served = tokio::spawn(serve(routes, listener, 1, stop.clone()).unwrap());
+        let served = tokio::spawn(serve(routes, listener, 1, Duration::from_secs(25), stop.clone()).unwrap());
         let client = reqwest::Client::builder()
             .http2_prior_knowledge()
             .build()
