@@ -44,9 +44,10 @@ pub fn serve(
     for i in 0..threads.max(1) {
         let (tx, rx) = mpsc::channel::<std::net::TcpStream>(HANDOFF_QUEUE);
         let thread = ThreadRuntime::start(format!("er-grpc-{i}"))?;
-        let server = thread
-            .handle()
-            .spawn(server_thread(routes.clone(), rx, keepalive, stop.clone()));
+        let server =
+            thread
+                .handle()
+                .spawn(server_thread(routes.clone(), rx, keepalive, stop.clone()));
         senders.push(tx);
         servers.push((thread, server));
     }
@@ -230,7 +231,9 @@ mod tests {
             listener.local_addr().unwrap()
         );
         let stop = CancellationToken::new();
-        let served = tokio::spawn(serve(routes, listener, 1, Duration::from_secs(25), stop.clone()).unwrap());
+        let served = tokio::spawn(
+            serve(routes, listener, 1, Duration::from_secs(25), stop.clone()).unwrap(),
+        );
         let client = reqwest::Client::builder()
             .http2_prior_knowledge()
             .build()

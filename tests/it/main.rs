@@ -19,6 +19,7 @@ mod live_grpc;
 mod live_ws;
 mod marks;
 mod offsets;
+mod proxies;
 mod publish;
 mod pull;
 mod races;
