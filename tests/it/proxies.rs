@@ -318,19 +318,32 @@ async fn grpc_stream(grpc: u16, sub: Uuid, bearer: String, seen: Shared, total: 
             after_offset: Some(last(&seen)),
             ..Default::default()
         };
-        let Ok(stream) = EventRelayClient::new(channel)
-            .stream_events(authed(&bearer, req))
-            .await
-        else {
+        let mut req = authed(&bearer, req);
+        // Keepalive messages (empty events, skipped below): HAProxy cuts a silent stream.
+        req.metadata_mut().insert(
+            eventrelay::grpc::stream::KEEPALIVE_HEADER,
+            "1".parse().unwrap(),
+        );
+        let Ok(stream) = EventRelayClient::new(channel).stream_events(req).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
         seen.lock().unwrap().connects += 1;
         let mut stream = stream.into_inner();
-        while let Ok(Some(e)) = stream.message().await {
-            seen.lock().unwrap().offsets.push(e.offset64);
-            if last(&seen) >= total {
-                return;
+        loop {
+            match stream.message().await {
+                Ok(Some(e)) if e.id.is_empty() => {} // a keepalive
+                Ok(Some(e)) => {
+                    seen.lock().unwrap().offsets.push(e.offset64);
+                    if last(&seen) >= total {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    eprintln!("gRPC stream ended: {status:?}");
+                    break;
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
