@@ -60,10 +60,14 @@ pub struct App {
     pub bus: Bus,
     writer: Writer,
     draining: Arc<AtomicBool>,
-    // Ends websockets and gRPC streams when draining starts, so the servers can stop.
-    streams_stop: CancellationToken,
+    /// Ends websockets, gRPC streams and SSE streams, spread over a window, when draining
+    /// starts, so the servers can stop; recycles old websockets.
+    pub drain: crate::drain::Drain,
     // Ends the cluster task: it hands its subscriptions over, after in-flight attempts.
     cluster_stop: CancellationToken,
+    // Ends the bus: only once the websockets and streams a drain spreads out have closed,
+    // since until then they still receive the other nodes' events.
+    bus_stop: CancellationToken,
 }
 
 impl App {
@@ -88,7 +92,8 @@ impl App {
             .await
             .context("connecting to Postgres (DATABASE_URL)")?;
         db::migrate(&pool).await.context("applying migrations")?;
-        let live = Live::with_buffers(config.live_buffer, config.live_buffer_bytes);
+        let live = Live::with_buffers(config.live_buffer, config.live_buffer_bytes)
+            .with_replay_budget(config.live_replay_concurrency);
         let metrics = Metrics::new();
         let redis = match &config.redis_url {
             Some(url) => {
@@ -111,6 +116,7 @@ impl App {
         let delivery = Delivery::new(pool.clone(), &config, live.clone(), metrics.clone())
             .context("building the webhook client")?;
         let cluster_stop = CancellationToken::new();
+        let bus_stop = CancellationToken::new();
         {
             // Session advisory locks need their own direct connection (see cluster::ownership).
             let lock_options = PgConnectOptions::from_str(&config.database_url)
@@ -126,14 +132,13 @@ impl App {
             );
             tracker.spawn(ownership.run(cluster_stop.clone(), config.shutdown_grace()));
         }
-        let streams_stop = CancellationToken::new();
         let bus = Bus::start(
             &config,
             pool.clone(),
             live.clone(),
             redis.clone(),
             tracker,
-            cluster_stop.clone(),
+            bus_stop.clone(),
             metrics.clone(),
         )
         .context("starting the cluster bus (REDIS_URL)")?;
@@ -166,8 +171,9 @@ impl App {
             bus,
             writer,
             draining: Arc::default(),
-            streams_stop,
+            drain: crate::drain::Drain::new(config.drain_spread(), config.ws_max_connection_age()),
             cluster_stop,
+            bus_stop,
             pool,
             config: Arc::new(config),
         })
@@ -180,7 +186,7 @@ impl App {
 
     /// Cancelled when the node starts draining: long-lived streams end on it.
     pub fn streams_stop(&self) -> &CancellationToken {
-        &self.streams_stop
+        self.drain.stopping()
     }
 }
 
@@ -250,6 +256,7 @@ pub async fn run(
         tokio::spawn(grpc::server::serve(
             routes,
             listeners.grpc,
+            app.config.keepalive(),
             stop_accepting.clone(),
         ))
     };
@@ -276,7 +283,8 @@ pub async fn run(
             let listener = axum::serve::ListenerExt::tap_io(listeners.http, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            // The peer address reaches handlers (sign-in throttling counts per address).
+            // The peer address reaches handlers: sign-in throttling and the per-address
+            // connection limit count it (see http::peer).
             let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, service)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -287,7 +295,7 @@ pub async fn run(
     shutdown.cancelled().await;
     tracing::info!("shutdown requested: draining");
     app.draining.store(true, Ordering::Relaxed);
-    app.streams_stop.cancel();
+    app.drain.begin();
     health_stop.cancel();
     crate::health::set(&health, false).await;
     stop_accepting.cancel();
@@ -295,7 +303,8 @@ pub async fn run(
     // in flight finish, then leaves the cluster and frees its locks.
     app.cluster_stop.cancel();
     let servers = async {
-        let (g, h) = tokio::join!(grpc_server, http_server);
+        // Websockets outlive the HTTP server (they were upgraded out of it): wait for them too.
+        let (g, h, ()) = tokio::join!(grpc_server, http_server, app.drain.sockets_closed());
         if let Some(m) = metrics_server {
             let _ = m.await;
         }
@@ -306,7 +315,9 @@ pub async fn run(
             tracing::warn!(error = %e, "gRPC server ended with an error");
         }
     };
-    if tokio::time::timeout(grace, servers).await.is_err() {
+    let served = tokio::time::timeout(grace, servers).await;
+    app.bus_stop.cancel();
+    if served.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
     }
     // The writer stores what is queued, then its task ends with the other background tasks.

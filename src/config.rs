@@ -88,6 +88,48 @@ pub struct Config {
     /// whichever is reached first): a listener further behind is disconnected as slow.
     #[arg(long, env = "ER_LIVE_BUFFER_BYTES", default_value_t = crate::live::TOPIC_BUFFER_BYTES)]
     pub live_buffer_bytes: usize,
+    /// Largest websocket message a client may send, in bytes (a whole `publish_events`);
+    /// larger closes the socket with code 1009. Before a socket joins a channel the limit is
+    /// 64 KiB at most (a join is a few hundred bytes).
+    #[arg(long, env = "ER_WS_MAX_MESSAGE_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub ws_max_message_bytes: usize,
+
+    /// Seconds a new websocket has to join a channel; then it is closed (code 1008).
+    #[arg(long, env = "ER_WS_JOIN_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub ws_join_timeout_seconds: u64,
+
+    /// Seconds between keepalives on idle long-lived connections: websocket pings, SSE
+    /// comments and HTTP/2 pings on gRPC connections. Keep it under the load balancers' idle
+    /// timeouts (60 s is common).
+    #[arg(long, env = "ER_KEEPALIVE_SECONDS", default_value_t = 25)]
+    pub keepalive_seconds: u64,
+
+    /// Seconds a websocket may stay silent (no message, no heartbeat, no pong) before the
+    /// node closes it (code 1008): half-open connections must not hold places.
+    #[arg(long, env = "ER_WS_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub ws_idle_timeout_seconds: u64,
+
+    /// Websockets and SSE streams one source address may hold open on a node at once (an
+    /// IPv6 source counts by its /64); 0 = no limit.
+    #[arg(long, env = "ER_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1_000)]
+    pub max_connections_per_address: usize,
+
+    /// Seconds after which a websocket is closed (code 1001) so its client reconnects,
+    /// possibly to a newer node; each socket's age is drawn between 80 % and 100 % of this.
+    /// 0 = never.
+    #[arg(long, env = "ER_WS_MAX_CONNECTION_AGE_SECONDS", default_value_t = 0)]
+    pub ws_max_connection_age_seconds: u64,
+
+    /// Postgres reads replaying stored events to (re)joining clients that run at once on a
+    /// node; more wait for a turn, so a reconnect storm cannot swamp Postgres.
+    #[arg(long, env = "ER_LIVE_REPLAY_CONCURRENCY", default_value_t = 4)]
+    pub live_replay_concurrency: usize,
+
+    /// Seconds over which a draining node spreads the closing of its websockets, gRPC
+    /// streams and SSE streams (each at a random moment), so clients do not all reconnect at
+    /// once; at most half of ER_SHUTDOWN_GRACE_SECONDS.
+    #[arg(long, env = "ER_DRAIN_SPREAD_SECONDS", default_value_t = 10)]
+    pub drain_spread_seconds: u64,
 
     /// Postgres connections in this node's pool.
     #[arg(long, env = "ER_DB_POOL_SIZE", default_value_t = 20)]
@@ -158,8 +200,10 @@ pub struct Config {
     #[arg(long, env = "ER_UI_SECURE_COOKIES", default_value_t = false, action = clap::ArgAction::Set)]
     pub ui_secure_cookies: bool,
 
-    /// Proxies (comma-separated CIDRs) whose `X-Forwarded-For` names the client: sign-in
-    /// throttling counts the client's address, not the proxy's. Empty: the peer address.
+    /// Proxies whose `X-Forwarded-For` is believed (comma-separated CIDRs): the source address
+    /// of a connection from one of them is the rightmost address in that header that is not
+    /// itself a trusted proxy; from anyone else it is the peer address. Sign-in throttling and
+    /// the per-address connection limit count that address.
     #[arg(long, env = "ER_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
@@ -192,6 +236,20 @@ pub struct Config {
     pub rate_limit_admin: u64,
 }
 
+/// The limits of one websocket connection.
+#[derive(Clone, Copy, Debug)]
+pub struct WebSocketLimits {
+    /// Largest message accepted from the client.
+    pub max_message: usize,
+    /// Time a socket has to join its first channel.
+    pub join_timeout: Duration,
+    /// Interval of the server's pings.
+    pub keepalive: Duration,
+    /// Silence after which the socket is closed.
+    pub idle_timeout: Duration,
+}
+
+/// The secret used when `ER_JWT_SECRET` is unset. Public by construction: development only.
 /// The secret used when `ER_JWT_SECRET` is unset and `ER_INSECURE_DEV_JWT=true`. Public by
 /// construction: development only.
 pub const DEV_JWT_SECRET: &str = "eventrelay-development-secret-do-not-use-in-production";
@@ -294,6 +352,23 @@ impl Config {
         if self.live_buffer_bytes < 1024 * 1024 {
             return Err("ER_LIVE_BUFFER_BYTES must be at least 1048576".into());
         }
+        if self.ws_max_message_bytes < 4096 {
+            return Err("ER_WS_MAX_MESSAGE_BYTES must be at least 4096".into());
+        }
+        if self.ws_join_timeout_seconds == 0 {
+            return Err("ER_WS_JOIN_TIMEOUT_SECONDS must be at least 1".into());
+        }
+        if self.keepalive_seconds == 0 {
+            return Err("ER_KEEPALIVE_SECONDS must be at least 1".into());
+        }
+        if self.ws_idle_timeout_seconds <= self.keepalive_seconds {
+            return Err(
+                "ER_WS_IDLE_TIMEOUT_SECONDS must be longer than ER_KEEPALIVE_SECONDS".into(),
+            );
+        }
+        if self.live_replay_concurrency == 0 {
+            return Err("ER_LIVE_REPLAY_CONCURRENCY must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -343,6 +418,33 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
+
+    /// The window over which a drain spreads the closing of long-lived connections: the
+    /// setting, but at most half the drain deadline.
+    pub fn drain_spread(&self) -> Duration {
+        Duration::from_secs(self.drain_spread_seconds).min(self.shutdown_grace() / 2)
+    }
+
+    /// The keepalive interval of long-lived connections.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_seconds)
+    }
+
+    /// The websocket settings, typed.
+    pub fn websocket(&self) -> WebSocketLimits {
+        WebSocketLimits {
+            max_message: self.ws_max_message_bytes,
+            join_timeout: Duration::from_secs(self.ws_join_timeout_seconds),
+            keepalive: self.keepalive(),
+            idle_timeout: Duration::from_secs(self.ws_idle_timeout_seconds),
+        }
+    }
+
+    /// How long websockets may live, when they are recycled.
+    pub fn ws_max_connection_age(&self) -> Option<Duration> {
+        (self.ws_max_connection_age_seconds > 0)
+            .then(|| Duration::from_secs(self.ws_max_connection_age_seconds))
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -364,6 +466,7 @@ impl std::fmt::Debug for Config {
             .field("live_buffer", &self.live_buffer)
             .field("db_pool_size", &self.db_pool_size)
             .field("webhook_allowed_networks", &self.webhook_allowed_networks)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod delivery;
+pub mod drain;
 pub mod error;
 pub mod events;
 pub mod grpc;

@@ -8,7 +8,7 @@ pub mod gate;
 mod keys;
 pub mod server;
 mod status;
-mod stream;
+pub mod stream;
 
 use crate::app::App;
 use crate::error::Error;
@@ -376,7 +376,8 @@ impl EventRelay for Service {
     ) -> Reply<Self::StreamEventsStream> {
         self.call("StreamEvents", async {
             let (p, expires) = self.principal_until(&req).await?;
-            stream::open(&self.app, p, expires, req.into_inner()).await
+            let keepalive = stream::wants_keepalive(req.metadata());
+            stream::open(&self.app, p, expires, keepalive, req.into_inner()).await
         })
         .await
     }

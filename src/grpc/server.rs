@@ -19,6 +19,7 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 pub async fn serve(
     routes: Routes,
     listener: TcpListener,
+    keepalive: Duration,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     // TCP_NODELAY: small replies (a one-event publish) must not wait for the client's delayed
@@ -29,7 +30,9 @@ pub async fn serve(
         .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_max_header_list_size(MAX_HEADER_LIST)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // HTTP/2 pings on idle connections (ER_KEEPALIVE_SECONDS): proxies and load balancers
+        // see traffic on an idle StreamEvents call, and a dead peer is noticed.
+        .http2_keepalive_interval(Some(keepalive))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await

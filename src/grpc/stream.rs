@@ -7,7 +7,16 @@
 //! bounded per-topic ring and is ended with RESOURCE_EXHAUSTED. Access is re-checked twice a
 //! second ([`Access`]): within two seconds of a revocation or of its JWT's expiry the stream
 //! ends with UNAUTHENTICATED, of a withdrawn grant with PERMISSION_DENIED, of its
-//! subscription's deletion with NOT_FOUND.
+//! subscription's deletion with NOT_FOUND. A draining node ends each stream with UNAVAILABLE
+//! at the stream's slot of the drain window ([`crate::drain`]), not all at once; the client
+//! reopens it elsewhere with `after_offset` and misses nothing.
+//!
+//! Keepalive: HTTP/2 pings (ER_KEEPALIVE_SECONDS) keep the connection alive, which is enough
+//! for nginx; HAProxy times out a stream that carries no message for `timeout server`
+//! whatever the pings (tests/it/proxies.rs). A client that sends the request header
+//! `x-eventrelay-keepalive: 1` gets an empty `Event` (every field at its default, `id`
+//! empty) after each ER_KEEPALIVE_SECONDS without events, and skips those; other clients
+//! never see one.
 
 use super::convert;
 use crate::app::App;
@@ -26,12 +35,21 @@ use tonic::Status;
 pub type EventStream =
     Pin<Box<dyn Stream<Item = std::result::Result<proto::Event, Status>> + Send>>;
 
+/// The request header by which a client asks for keepalive messages.
+pub const KEEPALIVE_HEADER: &str = "x-eventrelay-keepalive";
+
+/// Whether the call asked for keepalive messages.
+pub fn wants_keepalive(m: &tonic::metadata::MetadataMap) -> bool {
+    m.get(KEEPALIVE_HEADER).is_some_and(|v| v == "1")
+}
+
 /// Authorizes the request and opens the stream (errors here are the call's status).
 /// `expires` is the `exp` of the caller's JWT, when it called with one.
 pub async fn open(
     app: &App,
     principal: Principal,
     expires: Option<i64>,
+    keepalive: bool,
     r: proto::StreamEventsRequest,
 ) -> Result<EventStream> {
     let (topic, target) = match (r.topic.trim(), r.subscription_id.trim()) {
@@ -60,7 +78,14 @@ pub async fn open(
     let feed = Feed::open(&app.live, &app.pool, topic, filters, r.after_offset)
         .await?
         .with_timeout(app.events.pull_timeout());
+    let drain = app.drain.clone();
+    let slot = drain.slot();
     let state = State {
+        turn: Box::pin(async move { drain.turn(slot).await }),
+        keepalive: keepalive.then(|| {
+            let every = app.config.keepalive();
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+        }),
         app: app.clone(),
         access: Access::new(&principal, expires, target),
         feed,
@@ -78,6 +103,9 @@ struct State {
     feed: Feed,
     pending: VecDeque<crate::events::Event>,
     check: tokio::time::Interval,
+    turn: futures::future::BoxFuture<'static, ()>,
+    // Ticks for a client that asked for keepalive messages; reset by every event.
+    keepalive: Option<tokio::time::Interval>,
     done: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -92,17 +120,22 @@ async fn next(mut st: State) -> Option<(Item, State)> {
         if st.done {
             return None;
         }
-        let stop = st.app.streams_stop().clone();
         let end = tokio::select! {
-            _ = stop.cancelled() => Some(Error::Unavailable("server shutting down".into())),
+            _ = &mut st.turn => Some(Error::Unavailable(crate::drain::DRAINING.into())),
             _ = st.check.tick() => st
                 .access
                 .lost(&st.app.auth, &st.app.subscriptions)
                 .await
                 .map(Error::from),
+            _ = async { st.keepalive.as_mut()?.tick().await; Some(()) }, if st.keepalive.is_some() => {
+                return Some((Ok(proto::Event::default()), st));
+            }
             r = st.feed.next() => match r {
                 Ok(batch) => {
                     st.pending.extend(batch.iter().cloned());
+                    if let Some(k) = st.keepalive.as_mut() {
+                        k.reset();
+                    }
                     None
                 }
                 Err(e) => Some(e),

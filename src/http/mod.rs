@@ -1,9 +1,12 @@
-//! The HTTP transport (axum): liveness, readiness, Prometheus metrics. Websockets and the admin UI mount
-//! here as they land. Handlers are thin: they call the domain and map its error once.
+//! The HTTP transport (axum): liveness, readiness, Prometheus metrics, the websocket endpoint,
+//! its Server-Sent Events fallback and the admin UI. Handlers are thin: they call the domain
+//! and map its error once (a 503 says when to come back with `Retry-After`).
 
 mod docs;
+pub mod peer;
 mod phoenix;
 pub mod socket;
+mod sse;
 pub mod ui;
 
 use crate::app::App;
@@ -19,10 +22,16 @@ use serde_json::json;
 /// The router of one node. `/metrics` is here unless `ER_METRICS_ADDR` moves it to
 /// [`metrics_router`] on an address of its own.
 pub fn router(app: App) -> Router {
+    // Websockets and SSE streams share the places of each source address.
+    let peers = peer::Peers::new(
+        app.config.trusted_proxies.clone(),
+        app.config.max_connections_per_address,
+    );
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/socket/websocket", socket::route(&app))
+        .route("/socket/websocket", socket::route(&app, peers.clone()))
+        .route("/sse", sse::route(&app, peers))
         .route("/docs", get(api_docs))
         .merge(ui::router(app.clone()));
     let routes = if app.config.metrics_addr.is_none() {
@@ -84,40 +93,6 @@ async fn readyz(State(app): State<App>) -> Response {
     (code, Json(body)).into_response()
 }
 
-/// The client's address: the peer's, or, when the peer is one of the `trusted` proxies, the
-/// nearest address in `X-Forwarded-For` that is not a trusted proxy. Read from the right:
-/// entries to the left of the first untrusted one are the client's own say, and ignored.
-pub fn client_addr(
-    peer: std::net::IpAddr,
-    headers: &axum::http::HeaderMap,
-    trusted: &[ipnet::IpNet],
-) -> std::net::IpAddr {
-    let is_trusted = |ip: &std::net::IpAddr| {
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, std::net::IpAddr::V4),
-            v4 => *v4,
-        };
-        trusted.iter().any(|n| n.contains(&ip))
-    };
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect();
-    for hop in hops.iter().rev() {
-        match hop.trim().parse::<std::net::IpAddr>() {
-            Ok(ip) if is_trusted(&ip) => continue,
-            Ok(ip) => return ip,
-            Err(_) => break,
-        }
-    }
-    peer
-}
-
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let code = match &self {
@@ -133,6 +108,34 @@ impl IntoResponse for Error {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        (code, Json(json!({ "error": self.to_string() }))).into_response()
+        let mut response = (code, Json(json!({ "error": self.to_string() }))).into_response();
+        if code == StatusCode::SERVICE_UNAVAILABLE {
+            // A few seconds, drawn, so refused clients do not all come back at once.
+            let secs = rand::Rng::random_range(&mut rand::rng(), 1..=5u32);
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_answers_say_when_to_come_back() {
+        let r = Error::Unavailable("draining".into()).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let secs: u32 = r.headers()[axum::http::header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=5).contains(&secs));
+        let r = Error::ResourceExhausted("slow".into()).into_response();
+        assert!(r.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
 }

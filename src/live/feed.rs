@@ -6,12 +6,16 @@
 //! missed (Redis pub/sub is at-most-once, a node may have joined late, the hub may have lagged
 //! during a replay), so the feed reads the gap from Postgres; anything at or below it is a
 //! duplicate and dropped. Non-durable events (offset 0) are live only and pass straight on.
+//! Every replay read takes a turn of the node's replay budget (`ER_LIVE_REPLAY_CONCURRENCY`),
+//! so a thousand clients rejoining at once wait their turns instead of loading Postgres.
 
 use super::{Batch, Listener, Live};
 use crate::error::{Error, Result};
 use crate::events::{Event, Filter, read_after, scoped};
 use crate::topics::{self, TopicRef};
 use sqlx::PgPool;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio::sync::broadcast::error::RecvError;
 
 /// Events read from Postgres per replay step.
@@ -34,6 +38,8 @@ pub struct Feed {
     json: bool,
     /// Statement timeout of replays that are scoped or filtered.
     timeout: std::time::Duration,
+    /// The node's replay budget: one permit per replay read.
+    replays: Arc<Semaphore>,
 }
 
 impl Feed {
@@ -64,6 +70,7 @@ impl Feed {
             buffer,
             json: false,
             timeout: crate::events::READ_TIMEOUT,
+            replays: live.replay_budget(),
         })
     }
 
@@ -174,6 +181,12 @@ impl Feed {
     }
 
     async fn replay_step(&mut self) -> Result<Vec<Event>> {
+        // A reconnect storm queues here instead of at Postgres; the wait is cancel-safe.
+        let _turn = self
+            .replays
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("replays closed".into()))?;
         // The end is read first: every offset up to it is committed, so a short read below
         // proves nothing matching is left up to it.
         let end = topics::last_offset(&self.pool, self.topic.name.as_str()).await?;

@@ -72,8 +72,11 @@ impl Listener {
     }
 }
 
-/// Most websocket connections and gRPC streams one node serves at once.
+/// Most websocket connections, gRPC streams and SSE streams one node serves at once.
 pub const MAX_LISTENERS: usize = 50_000;
+
+/// Replay reads running at once per node (the default of `ER_LIVE_REPLAY_CONCURRENCY`).
+pub const REPLAY_CONCURRENCY: usize = 4;
 
 /// The local listener hub.
 #[derive(Clone)]
@@ -85,6 +88,8 @@ pub struct Live {
     listeners: Arc<Semaphore>,
     buffer: usize,
     buffer_bytes: usize,
+    // Turns to read Postgres for replays (see Feed): a reconnect storm waits here.
+    replays: Arc<Semaphore>,
 }
 
 impl Default for Live {
@@ -113,7 +118,19 @@ impl Live {
             listeners: Arc::new(Semaphore::new(MAX_LISTENERS)),
             buffer: buffer.max(1),
             buffer_bytes: bytes,
+            replays: Arc::new(Semaphore::new(REPLAY_CONCURRENCY)),
         }
+    }
+
+    /// The same hub with `n` replay reads at a time (`ER_LIVE_REPLAY_CONCURRENCY`).
+    pub fn with_replay_budget(mut self, n: usize) -> Self {
+        self.replays = Arc::new(Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// The node's replay budget: a feed holds one permit per Postgres read of a replay.
+    pub(crate) fn replay_budget(&self) -> Arc<Semaphore> {
+        self.replays.clone()
     }
 
     /// Batches kept per topic: a listener further behind is cut off as slow.

@@ -151,6 +151,8 @@ pub struct Ws {
     pushes: VecDeque<(String, String, Value)>,
     /// The reason of the server's close frame, once received.
     close_reason: Option<String>,
+    /// The code of the server's close frame, once received.
+    pub close_code: Option<u16>,
     closed: bool,
 }
 
@@ -160,9 +162,21 @@ pub type Msg = (Value, Value, String, String, Value);
 impl Ws {
     /// Connects with protocol v2 (arrays) or v1 (objects).
     pub async fn connect(http: SocketAddr, v2: bool) -> Ws {
+        Ws::connect_with(http, v2, &[]).await
+    }
+
+    /// Connects with extra request headers (`X-Forwarded-For`, say).
+    pub async fn connect_with(http: SocketAddr, v2: bool, headers: &[(&str, &str)]) -> Ws {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let vsn = if v2 { "2.0.0" } else { "1.0.0" };
         let url = format!("ws://{http}/socket/websocket?vsn={vsn}");
-        let (stream, _) = tokio_tungstenite::connect_async(url)
+        let mut req = url.into_client_request().unwrap();
+        for (k, v) in headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).expect("header name");
+            req.headers_mut()
+                .insert(name, v.parse().expect("header value"));
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(req)
             .await
             .expect("ws connect");
         Ws {
@@ -171,8 +185,15 @@ impl Ws {
             next_ref: 0,
             pushes: VecDeque::new(),
             close_reason: None,
+            close_code: None,
             closed: false,
         }
+    }
+
+    /// Sends a text message as it is.
+    pub async fn send_raw(&mut self, text: String) {
+        // The server may already have closed: the close frame tells what happened.
+        let _ = self.stream.send(Message::text(text)).await;
     }
 
     /// Sends a message and returns its ref.
@@ -220,6 +241,7 @@ impl Ws {
                     });
                 }
                 Some(Ok(Message::Close(f))) => {
+                    self.close_code = f.as_ref().map(|f| u16::from(f.code));
                     self.close_reason = f.map(|f| f.reason.to_string());
                     self.closed = true;
                     return None;
@@ -276,6 +298,46 @@ impl Ws {
         v
     }
 
+    /// For a client that stopped reading (and so stopped answering pings): reads what the
+    /// server sent from the TCP stream itself, never writing (a pong to a closed connection
+    /// would draw a reset that discards the rest), and returns the close frame's code and
+    /// reason.
+    pub async fn raw_close(mut self) -> Option<(u16, String)> {
+        use tokio::io::AsyncReadExt;
+        let MaybeTlsStream::Plain(tcp) = self.stream.get_mut() else {
+            panic!("plain TCP only");
+        };
+        let mut bytes = Vec::new();
+        tokio::time::timeout(WAIT, tcp.read_to_end(&mut bytes))
+            .await
+            .expect("the server ends the connection")
+            .ok()?;
+        // Server frames are unmasked: opcode byte, length (7 bits, or 16/64 more), payload.
+        let mut at = 0;
+        while at + 2 <= bytes.len() {
+            let (op, len7) = (bytes[at] & 0x0f, usize::from(bytes[at + 1] & 0x7f));
+            let (len, head) = match len7 {
+                126 => (
+                    usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                    4,
+                ),
+                127 => {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&bytes[at + 2..at + 10]);
+                    (u64::from_be_bytes(b) as usize, 10)
+                }
+                n => (n, 2),
+            };
+            let payload = bytes.get(at + head..at + head + len)?;
+            if op == 0x8 && payload.len() >= 2 {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+            }
+            at += head + len;
+        }
+        None
+    }
+
     /// Waits until the server closes the connection; returns the close reason, if any.
     pub async fn closed(&mut self) -> Option<String> {
         if self.closed {
@@ -286,8 +348,15 @@ impl Ws {
                 .await
                 .expect("close")
             {
-                Some(Ok(Message::Close(f))) => return f.map(|f| f.reason.to_string()),
-                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(f))) => {
+                    self.close_code = f.as_ref().map(|f| u16::from(f.code));
+                    self.closed = true;
+                    return f.map(|f| f.reason.to_string());
+                }
+                None | Some(Err(_)) => {
+                    self.closed = true;
+                    return None;
+                }
                 Some(Ok(_)) => {}
             }
         }

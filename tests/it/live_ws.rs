@@ -117,10 +117,12 @@ async fn ws_unauthorized_joins_are_refused() {
     // Other topics and events.
     let r = ws.call("rooms:lobby", "phx_join", json!({})).await;
     assert_eq!(r["response"]["reason"], "unmatched topic");
-    let r = ws
-        .call(&format!("events:{}", s.sub), "publish_events", json!({}))
+    // Before a join succeeded, anything but heartbeats, joins and leaves closes the socket.
+    ws.send(&format!("events:{}", s.sub), "publish_events", json!({}))
         .await;
-    assert_eq!(r["response"]["reason"], "unmatched topic");
+    let reason = ws.closed().await.unwrap_or_default();
+    assert!(reason.starts_with("join a channel first"), "{reason}");
+    assert_eq!(ws.close_code, Some(1008));
 }
 
 #[tokio::test]
@@ -385,7 +387,8 @@ async fn ws_and_streams_end_when_their_node_drains() {
     };
     // The close frame with its reason proves the node ended the socket itself, before the
     // servers stopped (a socket cut by the process would close without one).
-    assert_eq!(reason.as_deref(), Some("server shutting down"));
+    assert_eq!(reason.as_deref(), Some(eventrelay::drain::DRAINING));
+    assert_eq!(ws.close_code, Some(1001));
     let end = tokio::time::timeout(WAIT, st.message()).await.unwrap();
     assert!(!matches!(end, Ok(Some(_))), "stream still open: {end:?}");
 }

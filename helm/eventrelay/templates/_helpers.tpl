@@ -162,6 +162,30 @@ Environment shared by the node and the migration job: non-secret settings and se
 - name: ER_WEBHOOK_ALLOWED_NETWORKS
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.config.keepaliveSeconds }}
+- name: ER_KEEPALIVE_SECONDS
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with .Values.config.wsIdleTimeoutSeconds }}
+- name: ER_WS_IDLE_TIMEOUT_SECONDS
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with .Values.config.drainSpreadSeconds }}
+- name: ER_DRAIN_SPREAD_SECONDS
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with .Values.config.wsMaxConnectionAgeSeconds }}
+- name: ER_WS_MAX_CONNECTION_AGE_SECONDS
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with .Values.config.maxConnectionsPerAddress }}
+- name: ER_MAX_CONNECTIONS_PER_ADDRESS
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with .Values.config.trustedProxies }}
+- name: ER_TRUSTED_PROXIES
+  value: {{ . | toString | quote }}
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

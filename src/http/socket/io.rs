@@ -1,14 +1,15 @@
 //! The moving parts of one websocket connection: the writer task that drains the bounded
-//! outgoing queue (many messages per flush), the per-channel pumps that fill it from a
-//! [`Feed`] without ever waiting, and the kill switch that ends a connection with a reason.
+//! outgoing queue (many messages per flush) and pings an idle client, the per-channel pumps
+//! that fill the queue from a [`Feed`] without ever waiting, and the kill switch that ends a
+//! connection with a reason.
 
-use super::super::phoenix::{Envelope, Vsn, encode_raw};
+use super::super::phoenix::{Envelope, Ref, Vsn, encode_raw};
 use crate::error::Error;
 use crate::live::Feed;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use futures::stream::SplitSink;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -26,10 +27,12 @@ pub(super) const WRITE_BUFFER: usize = 32 * 1024;
 pub(super) const WRITE_BATCH: usize = 64;
 /// How long a close frame may take to reach a client that is not reading.
 pub(super) const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Close codes: policy violation (slow, revoked), going away (drain), unsupported data.
+/// Close codes: policy violation (slow, revoked, silent, never joined, too many from one
+/// address), going away (drain, age), unsupported data, message too big.
 pub(super) const CLOSE_POLICY: u16 = 1008;
 pub(super) const CLOSE_GOING_AWAY: u16 = 1001;
 pub(super) const CLOSE_UNSUPPORTED: u16 = 1003;
+pub(super) const CLOSE_TOO_BIG: u16 = 1009;
 
 /// What the queue counts against its bounds.
 #[derive(Default)]
@@ -125,8 +128,17 @@ impl Kill {
     }
 }
 
-/// Writes queued messages; on kill, sends a close frame with the reason (bounded in time).
-pub(super) async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: Inbox, kill: Kill) {
+/// Writes queued messages, and a ping every `keepalive` so that proxies see traffic and the
+/// client's pong proves it is there; on kill, sends a close frame with the reason (bounded
+/// in time).
+pub(super) async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: Inbox,
+    kill: Kill,
+    keepalive: Duration,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let texts = tokio::select! {
             biased;
@@ -135,6 +147,17 @@ pub(super) async fn write(mut sink: SplitSink<WebSocket, Message>, mut rx: Inbox
                 Some(t) => t,
                 None => break,
             },
+            _ = ping.tick() => {
+                let sent = tokio::select! {
+                    _ = kill.token.cancelled() => break,
+                    r = sink.send(Message::Ping(Default::default())) => r,
+                };
+                if sent.is_err() {
+                    kill.token.cancel();
+                    return;
+                }
+                continue;
+            }
         };
         // Everything already queued goes out with one flush: far fewer syscalls when a
         // busy topic pushes to many clients.
@@ -183,10 +206,10 @@ pub(super) async fn pump(
     out: Outbox,
     kill: Kill,
     vsn: Vsn,
-    join_ref: Value,
+    join_ref: Ref,
     topic: String,
 ) {
-    let push = Envelope::new(vsn, &join_ref, &Value::Null, &topic, "event:published");
+    let push = Envelope::new(vsn, &join_ref, &Ref::Null, &topic, "event:published");
     loop {
         match feed.next().await {
             Ok(batch) => {

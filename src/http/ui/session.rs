@@ -248,7 +248,7 @@ pub async fn login(
             StatusCode::FORBIDDEN,
         );
     }
-    let addr = crate::http::client_addr(peer.ip(), &headers, &app.config.trusted_proxies);
+    let addr = crate::http::peer::source(peer.ip(), &headers, &app.config.trusted_proxies);
     let user = match app
         .users
         .check_credentials(&f.email, &f.password, addr)

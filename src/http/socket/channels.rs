@@ -1,0 +1,367 @@
+//! The channels of one websocket: what each message does once parsed. Joins authenticate
+//! their tokens and count against the pull rate limit of their keys; `publish_events` is
+//! checked against the producer key's grants as they are now (not as they were at the join),
+//! so withdrawing or narrowing a topic applies to open sockets at once; `refresh_token`
+//! replaces a channel's tokens; and every channel's access is re-checked twice a second
+//! ([`Access`]): a revoked key closes the socket, an expired token, a withdrawn grant or a
+//! deleted subscription closes the channel (`phx_close` with the reason).
+
+use super::io::{CLOSE_POLICY, Kill, Outbox, pump, slow_client};
+use crate::app::App;
+use crate::auth::Principal;
+use crate::error::{Error, Result};
+use crate::http::phoenix::{
+    Frame, JoinPayload, Kind, PublishPayload, Ref, RefreshPayload, Vsn, encode_raw, parse,
+};
+use crate::live::{Access, Feed, Lost, Target};
+use crate::ratelimit::CallKind;
+use crate::topics::{TopicName, TopicRef};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+/// A principal of a join and its token's expiry, when that token was given.
+type Grant = Option<(Principal, Option<i64>)>;
+
+/// The producer of a channel: its key and its token's expiry.
+struct Producer {
+    access: Access,
+    expires: Option<i64>,
+}
+
+struct Joined {
+    join_ref: Ref,
+    subscription: Uuid,
+    consumer: Option<Access>,
+    producer: Option<Producer>,
+    pump: Option<AbortHandle>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Some(p) = &self.pump {
+            p.abort();
+        }
+    }
+}
+
+/// One connection's channels and the way back to its client.
+pub(super) struct Conn {
+    app: App,
+    vsn: Vsn,
+    out: Outbox,
+    kill: Kill,
+    channels: HashMap<String, Joined>,
+    joined: bool,
+}
+
+impl Conn {
+    pub(super) fn new(app: App, vsn: Vsn, out: Outbox, kill: Kill) -> Conn {
+        Conn {
+            app,
+            vsn,
+            out,
+            kill,
+            channels: HashMap::new(),
+            joined: false,
+        }
+    }
+
+    /// Whether a channel was ever joined on this socket (it authenticated).
+    pub(super) fn joined(&self) -> bool {
+        self.joined
+    }
+
+    fn send(&self, text: String) {
+        if !self.out.push(text) {
+            self.kill.fire(CLOSE_POLICY, slow_client());
+        }
+    }
+
+    fn reply(&self, to: &Frame, status: &str, response: Value) {
+        self.send(to.reply(self.vsn, status, response));
+    }
+
+    fn error(&self, to: &Frame, reason: impl std::fmt::Display) {
+        self.reply(to, "error", json!({ "reason": reason.to_string() }));
+    }
+
+    pub(super) async fn handle(&mut self, text: &str) {
+        let frame = match Frame::decode(text, self.vsn) {
+            Ok(f) => f,
+            Err(e) if !self.joined => {
+                tracing::debug!(
+                    error = e,
+                    "closing an unjoined websocket: malformed message"
+                );
+                return self.kill.fire(CLOSE_POLICY, "not a Phoenix message");
+            }
+            Err(e) => {
+                tracing::debug!(error = e, "ignoring a malformed websocket message");
+                return;
+            }
+        };
+        let kind = frame.kind();
+        // Phoenix clients send phx_leave for a channel whose join was refused.
+        if !self.joined && !matches!(kind, Kind::Heartbeat | Kind::Join | Kind::Leave) {
+            let reason = "join a channel first: only heartbeat and phx_join are accepted before";
+            return self.kill.fire(CLOSE_POLICY, reason);
+        }
+        match kind {
+            Kind::Heartbeat => self.reply(&frame, "ok", json!({})),
+            Kind::Join => self.join(frame).await,
+            _ if !self.channels.contains_key(&frame.topic) => self.error(&frame, "unmatched topic"),
+            Kind::Leave => {
+                self.channels.remove(&frame.topic);
+                self.reply(&frame, "ok", json!({}));
+            }
+            Kind::Publish => self.publish(frame).await,
+            Kind::RefreshToken => self.refresh(frame).await,
+            Kind::Other => self.error(&frame, "unknown event"),
+        }
+    }
+
+    async fn join(&mut self, frame: Frame<'_>) {
+        let id = frame
+            .topic
+            .strip_prefix("events:")
+            .and_then(|s| Uuid::parse_str(s).ok());
+        let Some(id) = id else {
+            return self.error(&frame, "unmatched topic");
+        };
+        let payload: JoinPayload = match parse(frame.payload) {
+            Ok(p) => p,
+            Err(e) => return self.error(&frame, e),
+        };
+        let tokens = (payload.consumer_token(), payload.producer_token());
+        let Some((consumer, producer)) = self.authorize(id, tokens).await else {
+            return self.error(&frame, "unauthorized");
+        };
+        // A join opens a stream of events: it counts as a pull of each key that joined.
+        for key in keys(&consumer, &producer) {
+            let limiter = &self.app.limiter;
+            if let Err(e) = limiter.check(key, CallKind::Pull, "phx_join").await {
+                return self.error(&frame, e);
+            }
+        }
+        let feed = match &consumer {
+            Some(_) => match self.open_feed(id, payload.after_offset()).await {
+                Ok(f) => Some(f),
+                Err(e) => return self.error(&frame, e),
+            },
+            None => None,
+        };
+        // A second join of the same topic replaces the first (as in Phoenix).
+        self.channels.remove(&frame.topic);
+        // The reply is queued before the pump starts, so it precedes every push.
+        self.reply(&frame, "ok", json!({}));
+        self.joined = true;
+        let pump = feed.map(|feed| {
+            let (out, kill, topic) = (self.out.clone(), self.kill.clone(), frame.topic.clone());
+            let task = pump(feed, out, kill, self.vsn, frame.join_ref.clone(), topic);
+            tokio::spawn(task).abort_handle()
+        });
+        let joined = Joined {
+            join_ref: frame.join_ref,
+            subscription: id,
+            consumer: consumer.map(|(p, exp)| Access::new(&p, exp, Target::Subscription(id))),
+            producer: producer.map(|(p, expires)| Producer {
+                access: Access::new(&p, expires, Target::Publish),
+                expires,
+            }),
+            pump,
+        };
+        self.channels.insert(frame.topic, joined);
+    }
+
+    /// The consumer and producer of a join, each with its token's expiry; `None` when no
+    /// valid token was given or one of the given tokens is invalid or not allowed.
+    async fn authorize(
+        &self,
+        id: Uuid,
+        (consumer, producer): (Option<&str>, Option<&str>),
+    ) -> Option<(Grant, Grant)> {
+        if !self.app.config.auth_enabled {
+            let p = Principal::anonymous_admin();
+            return Some((Some((p.clone(), None)), Some((p, None))));
+        }
+        let consumer = match consumer {
+            None => None,
+            Some(t) => Some(self.consumer(id, t).await.ok()?),
+        };
+        let producer = match producer {
+            None => None,
+            Some(t) => Some(self.producer(t).await.ok()?),
+        };
+        (consumer.is_some() || producer.is_some()).then_some((consumer, producer))
+    }
+
+    /// A consumer token for subscription `id`, with its expiry.
+    async fn consumer(&self, id: Uuid, token: &str) -> Result<(Principal, Option<i64>)> {
+        let (p, exp) = self.app.auth.authenticate_jwt_until(token).await?;
+        p.authorize_subscription(id)?;
+        Ok((p, exp))
+    }
+
+    /// A producer token, with its expiry.
+    async fn producer(&self, token: &str) -> Result<(Principal, Option<i64>)> {
+        let (p, exp) = self.app.auth.authenticate_jwt_until(token).await?;
+        p.may_publish_somewhere()?;
+        Ok((p, exp))
+    }
+
+    async fn open_feed(&self, id: Uuid, after: Option<i64>) -> Result<Feed> {
+        let app = &self.app;
+        let sub = app.subscriptions.find(id).await?;
+        let topic = TopicRef {
+            name: TopicName::parse(&sub.topic_name)?,
+            identifier: (!sub.topic_identifier.is_empty()).then_some(sub.topic_identifier),
+        };
+        let feed = Feed::open(&app.live, &app.pool, topic, vec![], after).await?;
+        Ok(feed.with_json())
+    }
+
+    /// Replaces the tokens a channel is checked against; a refused token leaves the channel
+    /// as it was.
+    async fn refresh(&mut self, frame: Frame<'_>) {
+        let payload: RefreshPayload = match parse(frame.payload) {
+            Ok(p) => p,
+            Err(e) => return self.error(&frame, e),
+        };
+        let Some(joined) = self.channels.get(&frame.topic) else {
+            return self.error(&frame, "unmatched topic");
+        };
+        let (id, has_consumer) = (joined.subscription, joined.consumer.is_some());
+        let has_producer = joined.producer.is_some();
+        let consumer = match payload.consumer_token() {
+            Some(_) if !has_consumer => {
+                return self.error(&frame, "the channel was joined without a consumer_token");
+            }
+            Some(t) => match self.consumer(id, t).await {
+                Ok((p, exp)) => Some(Access::new(&p, exp, Target::Subscription(id))),
+                Err(e) => return self.error(&frame, e),
+            },
+            None => None,
+        };
+        let producer = match payload.producer_token() {
+            Some(_) if !has_producer => {
+                return self.error(&frame, "the channel was joined without a producer_token");
+            }
+            Some(t) => match self.producer(t).await {
+                Ok((p, expires)) => Some(Producer {
+                    access: Access::new(&p, expires, Target::Publish),
+                    expires,
+                }),
+                Err(e) => return self.error(&frame, e),
+            },
+            None => None,
+        };
+        if consumer.is_none() && producer.is_none() {
+            return self.error(
+                &frame,
+                "refresh_token needs a consumer_token or producer_token",
+            );
+        }
+        if let Some(joined) = self.channels.get_mut(&frame.topic) {
+            joined.consumer = consumer.or(joined.consumer.take());
+            joined.producer = producer.or(joined.producer.take());
+        }
+        self.reply(&frame, "ok", json!({}));
+    }
+
+    async fn publish(&mut self, frame: Frame<'_>) {
+        let producer = self
+            .channels
+            .get(&frame.topic)
+            .and_then(|j| j.producer.as_ref())
+            .map(|p| (p.access.key(), p.expires));
+        let Some((key, expires)) = producer else {
+            let reason = "a producer_token is required to publish";
+            return self.reply(&frame, "unauthorized", json!({ "reason": reason }));
+        };
+        match self.publish_as(key, expires, &frame).await {
+            Ok(offsets) => self.reply(&frame, "ok", json!({ "offsets": offsets })),
+            Err(Error::PermissionDenied(r) | Error::Unauthenticated(r)) => {
+                self.reply(&frame, "unauthorized", json!({ "reason": r }));
+            }
+            Err(e) => {
+                if let Error::Internal(cause) = &e {
+                    tracing::error!(error = ?cause, "websocket publish failed");
+                }
+                self.error(&frame, e);
+            }
+        }
+    }
+
+    /// Publishes as the key as it is now: its current grants (cached for at most a second,
+    /// like every other check), refused once its token expired or the key was revoked.
+    async fn publish_as(
+        &self,
+        key: Uuid,
+        expires: Option<i64>,
+        frame: &Frame<'_>,
+    ) -> Result<Vec<i64>> {
+        let app = &self.app;
+        if expires.is_some_and(|exp| chrono::Utc::now().timestamp() >= exp) {
+            return Err(Lost::Expired.into());
+        }
+        let principal = app.auth.current(key).await?.ok_or(Lost::Revoked)?;
+        let req: PublishPayload = parse(frame.payload).map_err(Error::invalid)?;
+        // The same per-key limits as PublishEvents over gRPC.
+        let kind = if req.durable {
+            CallKind::DurablePublish
+        } else {
+            CallKind::LivePublish
+        };
+        app.limiter.check(key, kind, "PublishEvents").await?;
+        let events = req.events.into_iter().map(|e| e.into_new()).collect();
+        let stored = app
+            .events
+            .publish(&principal, &req.topic, events, req.durable)
+            .await?;
+        Ok(stored.iter().map(|e| e.offset).collect())
+    }
+
+    /// Re-checks every channel's access: closes the channels that lost it, and answers
+    /// `Err` when a key was revoked (the whole socket then closes, as its client would only
+    /// reconnect with the same tokens).
+    pub(super) async fn check_access(&mut self) -> std::result::Result<(), Lost> {
+        let app = &self.app;
+        let mut ended = Vec::new();
+        for (topic, joined) in &self.channels {
+            let producer = joined.producer.as_ref().map(|p| &p.access);
+            for access in joined.consumer.iter().chain(producer) {
+                match access.lost(&app.auth, &app.subscriptions).await {
+                    None => {}
+                    Some(Lost::Revoked) => return Err(Lost::Revoked),
+                    Some(lost) => {
+                        ended.push((topic.clone(), lost));
+                        break;
+                    }
+                }
+            }
+        }
+        for (topic, lost) in ended {
+            if let Some(joined) = self.channels.remove(&topic) {
+                // Phoenix clients take a server's phx_close as the channel's end and do not
+                // rejoin with tokens that would be refused.
+                let payload = json!({ "reason": lost.to_string() }).to_string();
+                let j = &joined.join_ref;
+                self.send(encode_raw(self.vsn, j, j, &topic, "phx_close", &payload));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The distinct keys of a join.
+fn keys(consumer: &Grant, producer: &Grant) -> Vec<Uuid> {
+    let mut keys: Vec<Uuid> = [consumer, producer]
+        .into_iter()
+        .flatten()
+        .map(|(p, _)| p.key_id)
+        .collect();
+    keys.dedup();
+    keys
+}
