@@ -85,7 +85,7 @@ impl NodeProcess {
             .env("REDIS_URL", redis_url())
             .env("ER_CLUSTER_NAME", cluster)
             .env("ER_NODE_NAME", name)
-            .env("ER_JWT_SECRET", "proxy-test-secret")
+            .env("ER_JWT_SECRET", "proxy-test-secret-of-at-least-32-bytes")
             .env("ER_HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("ER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
             .env("ER_DB_POOL_SIZE", "6")

@@ -165,7 +165,17 @@ async fn delivery_resumes_by_itself_when_postgres_drops_every_connection() {
         epoch_after > epoch_before,
         "the lock was lost and taken again"
     );
-    assert_eq!(cursor(&fresh, id).await.0, 10);
+    // The cursor moves once the receiver's answer is recorded, just after the receiver saw
+    // offset 10: wait for it (a bound, not a timing).
+    let mut position = 0;
+    for _ in 0..100 {
+        position = cursor(&fresh, id).await.0;
+        if position == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(position, 10);
 }
 
 #[tokio::test]
