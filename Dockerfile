@@ -11,7 +11,8 @@ ARG DEBIAN_RELEASE=bookworm
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
 
-# Every path Cargo.toml names must exist (bins, tests), so copy the whole filtered context
+# Every path Cargo.toml names must exist (the test target and the workspace's other members,
+# loadtest/ and tests/support/, which are not built here), so copy the whole filtered context
 # (.dockerignore keeps out target/, .git/ and the deployment files). The build script
 # compiles proto/ with protox (no protoc), and migrations/ is embedded in the binary.
 COPY . .

@@ -18,9 +18,8 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use eventrelay::auth::{ApiKeys, KeyType};
-use eventrelay::proto::event_relay_client::EventRelayClient;
 use eventrelay::proto::{self, NewEvent};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use eventrelay_testkit::{BENCH_PREFIX, TestDb, admin_key, authed};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -37,10 +36,10 @@ use live_nodes::{Server, interrupted};
 #[command(about = "Cross-node live streaming benchmark (loopback, bounded in time)")]
 struct Args {
     /// Postgres server on which the bench database is created (and dropped at the end).
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(long, default_value = eventrelay_testkit::DEFAULT_ADMIN_URL)]
     admin_url: String,
     /// Redis shared by the nodes (channels are namespaced by a fresh cluster name).
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, default_value = eventrelay_testkit::DEFAULT_REDIS_URL)]
     redis_url: String,
     /// Websocket clients for the latency and throughput runs.
     #[arg(long, default_value_t = 1_000)]
@@ -84,26 +83,13 @@ async fn main() -> Result<()> {
             bin.display()
         );
     }
-    let db_name = format!("er_bench_{}", uuid::Uuid::new_v4().simple());
-    let (server, _) = args
-        .admin_url
-        .rsplit_once('/')
-        .context("admin URL has no path")?;
-    let db_url = format!("{server}/{db_name}");
-    let mut admin = PgConnection::connect(&args.admin_url).await?;
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{db_name}\"")))
-        .execute(&mut admin)
-        .await?;
+    let db = TestDb::create_on(&args.admin_url, BENCH_PREFIX).await?;
     // Interrupted, the run is dropped: its nodes (killed on drop) and the database go too.
     let result = tokio::select! {
-        r = run(&args, &bin, &db_url) => r,
+        r = run(&args, &bin, &db.url) => r,
         s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}")),
     };
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
+    db.drop_db().await?;
     result
 }
 
@@ -113,11 +99,7 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     let b = Server::start(bin, db_url, &args.redis_url, &cluster, "b").await?;
     let pool = eventrelay::db::connect(db_url, 4).await?;
     let keys = ApiKeys::new(pool.clone());
-    let admin = keys
-        .create(KeyType::Admin, "bench", &[], &[])
-        .await?
-        .bearer_token()
-        .context("admin token")?;
+    let admin = admin_key(db_url, "bench").await?;
     let mut grpc = a.client().await?;
     grpc.create_topic(authed(
         &admin,
@@ -258,14 +240,6 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     Ok(())
 }
 
-fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Ok(v) = format!("Bearer {token}").parse() {
-        r.metadata_mut().insert("authorization", v);
-    }
-    r
-}
-
 fn stamped(name: &str) -> NewEvent {
     NewEvent {
         name: name.into(),
@@ -317,7 +291,7 @@ async fn publish_paced(
     batch: usize,
     seconds: u64,
 ) -> Result<(u64, Vec<u64>)> {
-    let grpc = EventRelayClient::connect(format!("http://{grpc}")).await?;
+    let grpc = eventrelay_testkit::connect(grpc).await?;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / requests.max(1)));
     let limit = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();

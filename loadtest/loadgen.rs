@@ -2,7 +2,8 @@
 //! paths, set beside plain Postgres baselines on the same machine.
 //!
 //! By default it creates a fresh database `er_bench_<uuid>`, starts one node in-process on
-//! 127.0.0.1:0, makes an admin key through [`eventrelay::auth::ApiKeys`] and a topic, runs the
+//! 127.0.0.1:0, makes an admin key straight in the database and a topic (the database, node
+//! and key from eventrelay-testkit, as the integration tests make them), runs the
 //! scenarios below for `--seconds` each with `--concurrency` concurrent clients, prints a table
 //! (or JSON), and drops the database. With `--target http://host:port --token <bearer>` it
 //! measures a running server instead; the Postgres baselines and the prefill then need
@@ -41,6 +42,8 @@ mod bench;
 mod pair;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/rt.rs"]
+mod rt;
 #[path = "loadgen/scenarios.rs"]
 mod scenarios;
 #[path = "loadgen/settle.rs"]
@@ -54,11 +57,12 @@ use anyhow::{Result, anyhow, bail};
 use args::{Args, Plan};
 use bench::bench;
 use clap::Parser;
+use eventrelay_testkit::{BENCH_PREFIX, TestDb, admin_key};
 use report::{Report, print_report};
-use setup::{BenchDb, Node, Target, admin_token};
+use setup::{Node, Target};
 use std::time::Duration;
 
-const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const DEFAULT_ADMIN_URL: &str = eventrelay_testkit::DEFAULT_ADMIN_URL;
 /// Events per request in the batched scenarios (b, d, f).
 const BATCH: usize = 100;
 /// Events per PullEvents request.
@@ -69,7 +73,7 @@ const POINT_PULLS: usize = 50;
 const FULL_PREFILL: i64 = 1_000_000;
 /// Prefill of a `--quick` run.
 const QUICK_PREFILL: i64 = 100_000;
-const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+const MAX_MESSAGE: usize = eventrelay_testkit::MAX_MESSAGE;
 /// Deadline of settling (autovacuum wait and CHECKPOINT) and of reading statistics.
 const SETTLE_LIMIT: Duration = Duration::from_secs(180);
 /// Deadline of the prefill (INSERT, VACUUM) and of the single pulls.
@@ -117,7 +121,11 @@ fn main_inner() -> Result<()> {
 async fn run(args: &Args, mut plan: Plan) -> Result<Report> {
     let db = match &args.target {
         Some(_) => None,
-        None => Some(BenchDb::create(&args.admin_url).await?),
+        None => {
+            let db = TestDb::create_on(&args.admin_url, BENCH_PREFIX).await?;
+            eprintln!("bench database {} created", db.name);
+            Some(db)
+        }
     };
     let result = async {
         let mut node = None;
@@ -135,7 +143,7 @@ async fn run(args: &Args, mut plan: Plan) -> Result<Report> {
         let outcome = async {
             let token = match (&args.target, &db) {
                 (Some(_), _) => args.token.clone().unwrap_or_default(),
-                (None, Some(db)) => admin_token(&db.url).await?,
+                (None, Some(db)) => admin_key(&db.url, "er-loadgen").await?,
                 (None, None) => bail!("no database and no target"),
             };
             let target = Target::connect(&grpc_url, &token, db_url, plan.channels).await?;
@@ -158,7 +166,11 @@ async fn run(args: &Args, mut plan: Plan) -> Result<Report> {
     }
     .await;
     if let Some(db) = db {
-        db.drop_db().await;
+        let name = db.name.clone();
+        match db.drop_db().await {
+            Ok(()) => eprintln!("bench database {name} dropped"),
+            Err(e) => eprintln!("could not drop bench database {name}: {e:#}; drop it by hand"),
+        }
     }
     result
 }

@@ -6,12 +6,10 @@
 //!
 //! `cargo build --release --bin eventrelay --bin er-telemetry-bench && target/release/er-telemetry-bench`
 
-use anyhow::Context;
 use clap::Parser;
-use eventrelay::auth::{ApiKeys, KeyType};
-use eventrelay::proto::event_relay_client::EventRelayClient;
 use eventrelay::proto::{CreateTopicRequest, NewEvent, PublishEventsRequest};
-use std::process::{Child, Command, Stdio};
+use eventrelay_testkit::{BENCH_PREFIX, NodeProcess, TestDb, admin_key, authed};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +17,7 @@ use std::time::{Duration, Instant};
 #[derive(Parser)]
 struct Args {
     /// Postgres server to create the bench databases on.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(long, default_value = eventrelay_testkit::DEFAULT_ADMIN_URL)]
     admin_url: String,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5)]
@@ -30,21 +28,6 @@ struct Args {
     /// The eventrelay binary (default: beside this one).
     #[arg(long)]
     bin: Option<std::path::PathBuf>,
-}
-
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A local OTLP collector that accepts every export and counts them.
@@ -71,11 +54,16 @@ struct Figures {
     p99_ms: f64,
 }
 
-async fn load(addr: &str, token: &str, batch: usize, args: &Args) -> anyhow::Result<Figures> {
+async fn load(
+    grpc: std::net::SocketAddr,
+    token: &str,
+    batch: usize,
+    args: &Args,
+) -> anyhow::Result<Figures> {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let mut api = EventRelayClient::connect(addr.to_owned()).await?;
+        let mut api = eventrelay_testkit::connect(grpc).await?;
         let token = token.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -87,14 +75,14 @@ async fn load(addr: &str, token: &str, batch: usize, args: &Args) -> anyhow::Res
                 })
                 .collect();
             while Instant::now() < deadline {
-                let mut req = tonic::Request::new(PublishEventsRequest {
-                    topic: "bench".into(),
-                    events: events.clone(),
-                    durable: true,
-                });
-                if let Ok(v) = format!("Bearer {token}").parse() {
-                    req.metadata_mut().insert("authorization", v);
-                }
+                let req = authed(
+                    &token,
+                    PublishEventsRequest {
+                        topic: "bench".into(),
+                        events: events.clone(),
+                        durable: true,
+                    },
+                );
                 let t = Instant::now();
                 if api.publish_events(req).await.is_ok() {
                     lat.push(t.elapsed());
@@ -124,21 +112,9 @@ async fn measure(
     bin: &std::path::Path,
     otlp: Option<&str>,
 ) -> anyhow::Result<(Figures, Figures)> {
-    let db = format!("er_bench_tel_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&args.admin_url).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{db}\"")))
-        .execute(&mut admin)
-        .await?;
-    let url = format!(
-        "{}/{db}",
-        args.admin_url.rsplit_once('/').map_or("", |(s, _)| s)
-    );
-    let (grpc, http) = (free_port()?, free_port()?);
+    let db = TestDb::create_on(&args.admin_url, BENCH_PREFIX).await?;
     let mut cmd = Command::new(bin);
-    cmd.arg("serve")
-        .env("DATABASE_URL", &url)
-        .env("ER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
-        .env("ER_HTTP_ADDR", format!("127.0.0.1:{http}"))
+    cmd.env("DATABASE_URL", &db.url)
         .env(
             "ER_JWT_SECRET",
             "telemetry-bench-secret-not-for-production-0123",
@@ -151,45 +127,21 @@ async fn measure(
     if let Some(endpoint) = otlp {
         cmd.env("ER_OTLP_ENDPOINT", endpoint);
     }
-    let node = Node(cmd.spawn().context("starting eventrelay")?);
-    let client = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..300 {
-        if client
-            .get(format!("http://127.0.0.1:{http}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::ensure!(ready, "node did not become ready");
-    let pool = eventrelay::db::connect(&url, 2).await?;
-    let token = ApiKeys::new(pool.clone())
-        .create(KeyType::Admin, "bench", &[], &[])
+    let node = NodeProcess::start(cmd).await?;
+    let token = admin_key(&db.url, "bench").await?;
+    node.client()
         .await?
-        .bearer_token()
-        .unwrap_or_default();
-    let addr = format!("http://127.0.0.1:{grpc}");
-    let mut api = EventRelayClient::connect(addr.clone()).await?;
-    let mut req = tonic::Request::new(CreateTopicRequest {
-        name: "bench".into(),
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    api.create_topic(req).await?;
-    let one = load(&addr, &token, 1, args).await?;
-    let hundred = load(&addr, &token, 100, args).await?;
+        .create_topic(authed(
+            &token,
+            CreateTopicRequest {
+                name: "bench".into(),
+            },
+        ))
+        .await?;
+    let one = load(node.grpc, &token, 1, args).await?;
+    let hundred = load(node.grpc, &token, 100, args).await?;
     drop(node);
-    pool.close().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
+    db.drop_db().await?;
     Ok((one, hundred))
 }
 

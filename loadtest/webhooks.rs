@@ -15,18 +15,17 @@ use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::routing::post;
 use clap::Parser;
-use eventrelay::auth::{ApiKeys, KeyType};
 use eventrelay::proto::event_relay_client::EventRelayClient;
 use eventrelay::proto::{
     CreateSubscriptionRequest, CreateTopicRequest, NewEvent, NewSubscription, PublishEventsRequest,
 };
+use eventrelay_testkit::{BENCH_PREFIX, Node, TestDb, admin_key, authed};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 #[derive(Parser)]
@@ -35,7 +34,7 @@ struct Args {
     #[arg(
         long,
         env = "ER_BENCH_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        default_value = eventrelay_testkit::DEFAULT_ADMIN_URL
     )]
     admin_url: String,
     /// Events in the backlog of scenario a (each goes to 50 subscriptions).
@@ -80,13 +79,6 @@ async fn receiver() -> Result<(
     Ok((addr, rx))
 }
 
-fn auth<T>(token: &str, msg: T) -> Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(r)
-}
-
 fn events(n: usize) -> Vec<NewEvent> {
     (0..n)
         .map(|i| NewEvent {
@@ -106,10 +98,10 @@ struct Bench {
 impl Bench {
     async fn topic_with_hooks(&mut self, topic: &str, hooks: usize) -> Result<()> {
         self.client
-            .create_topic(auth(
+            .create_topic(authed(
                 &self.token,
                 CreateTopicRequest { name: topic.into() },
-            )?)
+            ))
             .await?;
         for i in 0..hooks {
             let config = [(
@@ -124,12 +116,12 @@ impl Bench {
                 ..Default::default()
             };
             self.client
-                .create_subscription(auth(
+                .create_subscription(authed(
                     &self.token,
                     CreateSubscriptionRequest {
                         subscription: Some(s),
                     },
-                )?)
+                ))
                 .await?;
         }
         Ok(())
@@ -145,7 +137,7 @@ impl Bench {
         let at = Instant::now();
         let stored = self
             .client
-            .publish_events(auth(&self.token, r)?)
+            .publish_events(authed(&self.token, r))
             .await?
             .into_inner()
             .events;
@@ -193,24 +185,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    eventrelay::install_crypto_provider();
-    let db = format!("er_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&args.admin_url)
-        .await
-        .context("connect admin URL")?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&mut admin)
-        .await?;
-    let url = format!(
-        "{}/{db}",
-        args.admin_url.rsplit_once('/').map_or("", |(s, _)| s)
-    );
-    let result = run(&args, &url).await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
+    let db = TestDb::create_on(&args.admin_url, BENCH_PREFIX).await?;
+    let result = run(&args, &db.url).await;
+    db.drop_db().await?;
     result
 }
 
@@ -218,31 +195,10 @@ async fn run(args: &Args, url: &str) -> Result<()> {
     let mut config = eventrelay::Config::for_database(url);
     config.webhook_allowed_networks = vec!["127.0.0.0/8".parse()?];
     config.auth_enabled = true;
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let http = TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_addr = grpc.local_addr()?;
-    let shutdown = CancellationToken::new();
-    let node = tokio::spawn(eventrelay::run(
-        config,
-        eventrelay::Listeners { grpc, http },
-        shutdown.clone(),
-    ));
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = EventRelayClient::connect(format!("http://{grpc_addr}")).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let client = client.context("node did not start")?;
+    let mut node = Node::try_start(config).await?;
+    let client = eventrelay_testkit::connect(node.grpc).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pool = eventrelay::db::connect(url, 2).await?;
-    let token = ApiKeys::new(pool)
-        .create(KeyType::Admin, "bench", &[], &[])
-        .await?
-        .bearer_token()
-        .context("admin bearer token")?;
+    let token = admin_key(url, "bench").await?;
     let (hook, mut receipts) = receiver().await?;
     let mut b = Bench {
         client,
@@ -366,7 +322,8 @@ async fn run(args: &Args, url: &str) -> Result<()> {
         100.0 * c / c_base
     );
 
-    shutdown.cancel();
-    let _ = node.await;
+    if let Err(e) = node.try_stop(Duration::from_secs(30)).await {
+        eprintln!("node stopped with an error: {e:#}");
+    }
     Ok(())
 }

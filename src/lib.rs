@@ -23,7 +23,6 @@ pub mod metrics;
 pub mod page;
 pub mod ratelimit;
 pub mod redis;
-pub mod rt;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod topics;

@@ -1,80 +1,23 @@
-//! Setup: the bench database, the in-process node, the admin key, and the target (its gRPC
-//! channels and, when known, its database), plus the load generator's own Postgres
-//! connections.
+//! Setup: the in-process node with the bench's settings, and the target (its gRPC channels
+//! and, when known, its database), plus the load generator's own Postgres connections. The
+//! bench database, the node itself and the admin key are eventrelay-testkit's.
 
 use crate::MAX_MESSAGE;
 use crate::threads::ClientThreads;
-use anyhow::{Context, Result, anyhow, bail};
-use eventrelay::auth::{ApiKeys, KeyType};
+use anyhow::{Context, Result, anyhow};
 use eventrelay::proto::event_relay_client::EventRelayClient;
 use eventrelay::proto::{CreateTopicRequest, DeleteTopicRequest, PullEventsRequest};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
-use std::str::FromStr;
+use sqlx::PgConnection;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
-/// A fresh database, dropped by [`BenchDb::drop_db`].
-pub(crate) struct BenchDb {
-    admin_url: String,
-    name: String,
-    pub(crate) url: String,
-}
-
-impl BenchDb {
-    pub(crate) async fn create(admin_url: &str) -> Result<BenchDb> {
-        let name = format!("er_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut url = url::Url::parse(admin_url).context("--admin-url is not a URL")?;
-        url.set_path(&format!("/{name}"));
-        let mut conn = connect(admin_url)
-            .await
-            .with_context(|| "connecting to --admin-url")?;
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .context("creating the bench database")?;
-        let _ = conn.close().await;
-        eprintln!("bench database {name} created");
-        Ok(BenchDb {
-            admin_url: admin_url.to_owned(),
-            name,
-            url: url.to_string(),
-        })
-    }
-
-    pub(crate) async fn drop_db(self) {
-        let dropped = async {
-            let mut conn = connect(&self.admin_url).await?;
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            )))
-            .execute(&mut conn)
-            .await?;
-            conn.close().await?;
-            anyhow::Ok(())
-        }
-        .await;
-        match dropped {
-            Ok(()) => eprintln!("bench database {} dropped", self.name),
-            Err(e) => eprintln!(
-                "could not drop bench database {}: {e:#}; drop it by hand",
-                self.name
-            ),
-        }
-    }
-}
-
-/// A node running in this process.
+/// A node running in this process (eventrelay-testkit's), with what the report says of it.
 pub(crate) struct Node {
     pub(crate) grpc: std::net::SocketAddr,
     pub(crate) pool_size: u32,
-    shutdown: CancellationToken,
-    handle: JoinHandle<Result<()>>,
+    node: eventrelay_testkit::Node,
 }
 
 impl Node {
@@ -88,61 +31,21 @@ impl Node {
         config.rate_limit_pull = 0;
         config.rate_limit_admin = 0;
         let pool_size = config.db_pool_size;
-        let grpc = TcpListener::bind("127.0.0.1:0").await?;
-        let http = TcpListener::bind("127.0.0.1:0").await?;
-        let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(eventrelay::run(
-            config,
-            eventrelay::Listeners { grpc, http },
-            shutdown.clone(),
-        ));
-        let node = Node {
-            grpc: grpc_addr,
+        let node = eventrelay_testkit::Node::try_start(config)
+            .await
+            .context("the in-process node failed to start")?;
+        Ok(Node {
+            grpc: node.grpc,
             pool_size,
-            shutdown,
-            handle,
-        };
-        let ready = format!("http://{http_addr}/readyz");
-        for _ in 0..300 {
-            if node.handle.is_finished() {
-                break;
-            }
-            if let Ok(r) = reqwest::get(&ready).await
-                && r.status().is_success()
-            {
-                return Ok(node);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        node.shutdown.cancel();
-        match node.handle.await {
-            Ok(Err(e)) => Err(e.context("the in-process node failed to start")),
-            _ => bail!("the in-process node did not become ready at {ready}"),
-        }
+            node,
+        })
     }
 
-    pub(crate) async fn stop(self) {
-        self.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.handle).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => eprintln!("node stopped with an error: {e:#}"),
-            Ok(Err(e)) => eprintln!("node task failed: {e}"),
-            Err(_) => eprintln!("node did not stop within 30 s"),
+    pub(crate) async fn stop(mut self) {
+        if let Err(e) = self.node.try_stop(Duration::from_secs(30)).await {
+            eprintln!("node stopped with an error: {e:#}");
         }
     }
-}
-
-/// Creates an admin key directly in the database and returns its bearer token.
-pub(crate) async fn admin_token(db_url: &str) -> Result<String> {
-    let pool = eventrelay::db::connect(db_url, 2).await?;
-    let key = ApiKeys::new(pool.clone())
-        .create(KeyType::Admin, "er-loadgen", &[], &[])
-        .await
-        .map_err(|e| anyhow!("creating the admin key: {e}"))?;
-    pool.close().await;
-    key.bearer_token()
-        .ok_or_else(|| anyhow!("a new key carries its secret"))
 }
 
 /// The server under test: gRPC channels, the authorization header, and (optionally) its
@@ -264,14 +167,9 @@ impl Target {
     }
 }
 
-/// A connection of the load generator's own: its statements are slow on purpose (prefill,
-/// DROP DATABASE), so sqlx's slow-statement warnings are off here (the node keeps its own).
+/// A connection of the load generator's own (slow statements on purpose: prefill, settling).
 pub(crate) async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
-    PgConnectOptions::from_str(url)?
-        .application_name("er-loadgen")
-        .disable_statement_logging()
-        .connect()
-        .await
+    eventrelay_testkit::quiet_connection(url, "er-loadgen").await
 }
 
 pub(crate) fn authed<T>(auth: &MetadataValue<Ascii>, msg: T) -> tonic::Request<T> {

@@ -9,8 +9,8 @@
 //! the clients ran go out in one write. The Postgres baselines run on the same threads, so
 //! both sides of every ratio are driven the same way.
 
+use crate::rt::ThreadRuntime;
 use anyhow::Result;
-use eventrelay::rt::ThreadRuntime;
 use std::future::Future;
 use tokio::task::JoinHandle;
 

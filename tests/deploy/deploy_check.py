@@ -427,10 +427,12 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- Dockerfile
 
-# What the build needs from the context (Cargo.toml names the bin and test paths too).
+# What the build needs from the context (Cargo.toml names the test path and the workspace's
+# other members, whose manifests and targets Cargo reads even to build only the server).
 BUILD_INPUTS = ["Cargo.toml", "Cargo.lock", "build.rs", "proto/event_relay.proto",
-                "migrations/0001_init.sql", "src/main.rs", "src/lib.rs", "loadtest/loadgen.rs",
-                "tests/it/main.rs"]
+                "migrations/0001_init.sql", "src/main.rs", "src/lib.rs", "tests/it/main.rs",
+                "loadtest/Cargo.toml", "loadtest/loadgen.rs", "tests/support/Cargo.toml",
+                "tests/support/src/lib.rs"]
 # What the context must leave out (size, secrets).
 NOT_IN_CONTEXT = ["target/release/eventrelay", ".git/config"]
 

@@ -1,149 +1,20 @@
 //! Test cluster: a fresh Postgres database per test and any number of real nodes on it, each
 //! serving gRPC and HTTP on port 0. Dropping the cluster stops the nodes and drops the database.
+//! The pieces (database, node, admin key, client) are eventrelay-testkit's (tests/support),
+//! shared with the benchmarks; this module adds the cluster and the tests' gRPC shorthands.
 
 #![allow(dead_code)]
 
+use eventrelay::Config;
 use eventrelay::auth::{ApiKeys, KeyType};
 use eventrelay::proto::event_relay_client::EventRelayClient;
 use eventrelay::topics::TopicRef;
-use eventrelay::{Config, Listeners};
-use std::net::SocketAddr;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-/// Postgres server the tests create their databases on.
-pub fn admin_url() -> String {
-    std::env::var("ER_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn db_url(name: &str) -> String {
-    let base = admin_url();
-    let (server, _) = base.rsplit_once('/').expect("database URL has a path");
-    format!("{server}/{name}")
-}
-
-/// A fresh, empty database that is dropped with this value.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> Self {
-        let name = format!("er_test_{}", Uuid::new_v4().simple());
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url())
-            .await
-            .expect("connect to the test Postgres (ER_TEST_DATABASE_URL)");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        TestDb {
-            url: db_url(&name),
-            name,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside async context: a short-lived runtime on its own thread.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = rt {
-                rt.block_on(async move {
-                    if let Ok(mut c) =
-                        <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url()).await
-                    {
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                        )))
-                        .execute(&mut c)
-                        .await;
-                    }
-                });
-            }
-        })
-        .join();
-    }
-}
-
-/// One running node.
-pub struct Node {
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-    pub shutdown: CancellationToken,
-    pub handle: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Node {
-    pub async fn start(config: Config) -> Node {
-        eventrelay::install_crypto_provider();
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
-        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(eventrelay::run(
-            config,
-            Listeners { grpc, http },
-            shutdown.clone(),
-        ));
-        let node = Node {
-            grpc: grpc_addr,
-            http: http_addr,
-            shutdown,
-            handle: Some(handle),
-        };
-        node.wait_ready().await;
-        node
-    }
-
-    async fn wait_ready(&self) {
-        let url = format!("http://{}/readyz", self.http);
-        for _ in 0..200 {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("node did not become ready at {url}");
-    }
-
-    pub async fn client(&self) -> EventRelayClient<Channel> {
-        EventRelayClient::connect(format!("http://{}", self.grpc))
-            .await
-            .expect("connect gRPC")
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
-    }
-
-    /// Graceful stop: drain and wait.
-    pub async fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(h) = self.handle.take() {
-            h.await.expect("node task").expect("node run");
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(h) = self.handle.take() {
-            h.abort();
-        }
-    }
-}
+// The set-up shared with the benchmarks lives in tests/support (eventrelay-testkit); these
+// names stay reachable as `helpers::...`.
+pub use eventrelay_testkit::{Node, TestDb, admin_url, authed, redis_url, unique_cluster_name};
 
 /// Nodes sharing one fresh database, with an admin key ready.
 pub struct TestCluster {
@@ -173,12 +44,9 @@ impl TestCluster {
         let pool = eventrelay::db::connect(&db.url, 4)
             .await
             .expect("test pool");
-        let admin = ApiKeys::new(pool.clone())
-            .create(KeyType::Admin, "test admin", &[], &[])
+        let admin = eventrelay_testkit::admin_key(&db.url, "test admin")
             .await
-            .expect("admin key")
-            .bearer_token()
-            .expect("token");
+            .expect("admin key");
         TestCluster {
             nodes,
             admin,
@@ -201,16 +69,6 @@ impl TestCluster {
             .expect("key");
         (k.bearer_token().unwrap(), k.id)
     }
-}
-
-/// A request carrying a bearer token.
-pub fn authed<T>(token: &str, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata value"),
-    );
-    r
 }
 
 /// A simple event.
@@ -354,16 +212,6 @@ pub async fn pull_as(
 /// The `topic` of each event, in order.
 pub fn event_topics(events: &[eventrelay::proto::Event]) -> Vec<&str> {
     events.iter().map(|e| e.topic.as_str()).collect()
-}
-
-/// Redis the tests share (each test namespaces itself with [`unique_cluster_name`]).
-pub fn redis_url() -> String {
-    std::env::var("ER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A cluster name no other test uses: its Redis keys and channels are private to the test.
-pub fn unique_cluster_name() -> String {
-    format!("t{}", Uuid::new_v4().simple())
 }
 
 /// A fresh `ER_JWT_SECRET` for a node run as its own process (long enough to be accepted).

@@ -35,11 +35,6 @@ impl ThreadRuntime {
     pub fn handle(&self) -> &Handle {
         &self.handle
     }
-
-    /// Stops the thread once its current task yields.
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
 }
 
 impl Drop for ThreadRuntime {
