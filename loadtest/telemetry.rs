@@ -174,6 +174,7 @@ async fn measure(
     let mut api = EventRelayClient::connect(addr.clone()).await?;
     let mut req = tonic::Request::new(CreateTopicRequest {
         name: "bench".into(),
+        ..Default::default()
     });
     req.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);

@@ -108,7 +108,10 @@ impl Bench {
         self.client
             .create_topic(auth(
                 &self.token,
-                CreateTopicRequest { name: topic.into() },
+                CreateTopicRequest {
+                    name: topic.into(),
+                    ..Default::default()
+                },
             )?)
             .await?;
         for i in 0..hooks {

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod page;
 pub mod ratelimit;
 pub mod redis;
+pub mod retention;
 pub mod rt;
 pub mod subscriptions;
 pub mod telemetry;

@@ -26,14 +26,19 @@ use tonic::Status;
 pub type EventStream =
     Pin<Box<dyn Stream<Item = std::result::Result<proto::Event, Status>> + Send>>;
 
-/// Authorizes the request and opens the stream (errors here are the call's status).
-/// `expires` is the `exp` of the caller's JWT, when it called with one.
+/// The initial metadata key naming the topic's first retained offset: a stream asked to
+/// replay after an earlier offset starts there.
+pub const FIRST_OFFSET_HEADER: &str = "first-offset";
+
+/// Authorizes the request and opens the stream (errors here are the call's status), with the
+/// topic's first retained offset. `expires` is the `exp` of the caller's JWT, when it called
+/// with one.
 pub async fn open(
     app: &App,
     principal: Principal,
     expires: Option<i64>,
     r: proto::StreamEventsRequest,
-) -> Result<EventStream> {
+) -> Result<(EventStream, i64)> {
     let (topic, target) = match (r.topic.trim(), r.subscription_id.trim()) {
         ("", "") => return Err(Error::invalid("topic or subscription_id is required")),
         (_, "") => {
@@ -58,6 +63,7 @@ pub async fn open(
         Error::Unavailable("node is at its connection limit; connect to another".into())
     })?;
     let feed = Feed::open(&app.live, &app.pool, topic, filters, r.after_offset).await?;
+    let first = feed.first_offset();
     let state = State {
         app: app.clone(),
         access: Access::new(&principal, expires, target),
@@ -67,7 +73,7 @@ pub async fn open(
         done: false,
         _permit: permit,
     };
-    Ok(Box::pin(futures::stream::unfold(state, next)))
+    Ok((Box::pin(futures::stream::unfold(state, next)), first))
 }
 
 struct State {

@@ -32,12 +32,15 @@ pub struct Feed {
     buffer: usize,
     /// The client is sent each event's JSON (see [`Feed::with_json`]).
     json: bool,
+    /// The topic's first retained offset when the feed opened.
+    first: i64,
 }
 
 impl Feed {
-    /// Opens a feed. With `after` it first replays stored events after that offset; without,
-    /// it starts at the topic's current end. The hub subscription is taken before the topic's
-    /// end is read, so nothing committed in between can be missed.
+    /// Opens a feed. With `after` it first replays stored events after that offset (from the
+    /// first retained event, when retention has removed earlier ones); without, it starts at
+    /// the topic's current end. The hub subscription is taken before the topic's end is read,
+    /// so nothing committed in between can be missed.
     pub async fn open(
         live: &Live,
         pool: &PgPool,
@@ -50,7 +53,8 @@ impl Feed {
         }
         let rx = live.subscribe(topic.name.as_str());
         let buffer = live.buffer();
-        let head = topics::last_offset(pool, topic.name.as_str()).await?;
+        let bounds = topics::bounds(pool, topic.name.as_str()).await?;
+        let head = bounds.last;
         Ok(Feed {
             pool: pool.clone(),
             topic,
@@ -61,7 +65,14 @@ impl Feed {
             after_replay: false,
             buffer,
             json: false,
+            first: bounds.first,
         })
+    }
+
+    /// The topic's first retained offset when the feed opened: a replay asked for after an
+    /// earlier offset starts here.
+    pub fn first_offset(&self) -> i64 {
+        self.first
     }
 
     /// For a client that is sent each event's JSON ([`Batch::json`], websocket pushes): when a

@@ -134,6 +134,7 @@ async fn setup(n: usize, subs: usize) -> (Setup, Vec<String>) {
         &admin,
         proto::CreateTopicRequest {
             name: "orders".into(),
+            ..Default::default()
         },
     ))
     .await
