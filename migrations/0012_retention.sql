@@ -43,7 +43,9 @@ CREATE TABLE topic_retention (
     pruned_at         timestamptz,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO topic_retention (name, partition_span) SELECT name, 1000000 FROM topics;
+-- Topics made before this migration (or by nodes of an earlier version during a rolling
+-- upgrade) get their row from the pruners (`retention::Pruner::candidates`), with the node's
+-- partition size; until then readers treat them as keeping everything from offset 1.
 
 -- Stored bytes of a topic's events per chunk of offsets (`(offset - 1) / chunk size`), summed
 -- once as events arrive, so retention by size walks chunks instead of rows.

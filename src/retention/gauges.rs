@@ -35,7 +35,7 @@ pub struct TopicGauges {
     pub bytes: i64,
     /// Events removed by retention so far.
     pub pruned_events: i64,
-    /// Attempt records removed by retention so far (estimated).
+    /// Attempt records removed by retention so far.
     pub pruned_attempts: i64,
 }
 
@@ -91,7 +91,7 @@ impl TopicFamilies {
         );
         r.register(
             "topic_pruned_attempts",
-            "Webhook attempt records of a topic removed by retention so far (estimated, cluster-wide)",
+            "Webhook attempt records of a topic removed by retention so far (cluster-wide)",
             f.pruned_attempts.clone(),
         );
         r.register(

@@ -55,6 +55,8 @@ pub struct StepReport {
     pub dropped: usize,
     /// A table is still being converted to partitions.
     pub converting: bool,
+    /// A partition could not be removed yet (a detach waits for an old reader).
+    pub waiting: bool,
 }
 
 /// The pruners of one node.
@@ -109,10 +111,15 @@ impl Pruner {
         if policy.max_bytes.is_some() && report.pruned > 0 {
             size::forget_below(&self.pool, topic, first).await?;
         }
-        report.dropped += self.drop_events_below(topic, first).await?;
-        report.dropped += self.drop_expired_attempts(topic).await?;
-        for t in orphans_of(&self.pool, topic).await? {
-            partitions::drop_orphan(&self.pool, &t).await?;
+        // The mark has moved: readers are done with what lies below it. A detach that has to
+        // wait for an old reader's snapshot gives up after a while and is finished by a later
+        // step, so the step goes on to its statistics either way.
+        match self.drop_physically(topic, first).await {
+            Ok(n) => report.dropped += n,
+            Err(e) => {
+                report.waiting = true;
+                tracing::info!(error = %e, "a partition could not be removed yet; retried next step");
+            }
         }
         stats::record(&self.pool, topic).await?;
         if report.pruned > 0 || report.dropped > 0 {
@@ -228,6 +235,17 @@ impl Pruner {
         Ok(made)
     }
 
+    /// Every partition retention has finished with: events wholly below `first`, expired
+    /// attempt days, and orphans.
+    async fn drop_physically(&self, topic: &TopicName, first: i64) -> Result<usize> {
+        let mut dropped = self.drop_events_below(topic, first).await?;
+        dropped += self.drop_expired_attempts(topic).await?;
+        for t in orphans_of(&self.pool, topic).await? {
+            partitions::drop_orphan(&self.pool, &t).await?;
+        }
+        Ok(dropped)
+    }
+
     /// Detaches and drops every events partition wholly below `first`, and finishes detaches
     /// left half done.
     async fn drop_events_below(&self, topic: &TopicName, first: i64) -> Result<usize> {
@@ -236,7 +254,7 @@ impl Pruner {
         };
         let parent = topic.events_table();
         let mut dropped = 0;
-        for child in partitions::children(&self.pool, &parent).await? {
+        for child in pending_first(partitions::children(&self.pool, &parent).await?) {
             let below = partitions::events_number(topic, &child.table)
                 .and_then(|n| layout.upper(n))
                 .is_some_and(|upper| upper <= first);
@@ -259,7 +277,7 @@ impl Pruner {
                 .flatten();
         let now = Utc::now();
         let mut dropped = 0;
-        for child in partitions::children(&self.pool, &parent).await? {
+        for child in pending_first(partitions::children(&self.pool, &parent).await?) {
             let end = match partitions::deliveries_day(topic, &child.table) {
                 Some(Some(day)) => day
                     .succ_opt()
@@ -269,9 +287,12 @@ impl Pruner {
                 None => None,
             };
             if end.is_some_and(|e| e <= now) || child.detaching {
-                let rows =
-                    partitions::estimated_rows(&self.pool, &partitions::qualified(&child.table))
-                        .await?;
+                let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM {}",
+                    partitions::qualified(&child.table)
+                )))
+                .fetch_one(&self.pool)
+                .await?;
                 partitions::detach_and_drop(&self.pool, &parent, &child).await?;
                 sqlx::query(
                     "UPDATE topic_retention SET pruned_attempts = pruned_attempts + $2 WHERE name = $1",
@@ -352,6 +373,13 @@ impl Pruner {
             }
         }
     }
+}
+
+/// Children with a detach left half done first (Postgres refuses to begin another detach on
+/// the parent until it is finished), then by name.
+fn pending_first(mut children: Vec<partitions::Child>) -> Vec<partitions::Child> {
+    children.sort_by(|a, b| b.detaching.cmp(&a.detaching).then(a.table.cmp(&b.table)));
+    children
 }
 
 async fn orphans_of(pool: &PgPool, topic: &TopicName) -> Result<Vec<String>> {

@@ -106,7 +106,7 @@ pub(super) async fn cut(
 ) -> Result<i64> {
     let over: Option<(i64, i64, i64)> = sqlx::query_as(
         "SELECT chunk, bytes, cum FROM (
-             SELECT chunk, bytes, sum(bytes) OVER (ORDER BY chunk DESC) AS cum
+             SELECT chunk, bytes, (sum(bytes) OVER (ORDER BY chunk DESC))::bigint AS cum
              FROM retention_chunks WHERE name = $1) x
          WHERE cum > $2 ORDER BY chunk DESC LIMIT 1",
     )

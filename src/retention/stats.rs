@@ -30,7 +30,7 @@ pub struct TopicStats {
     pub bytes_on_disk: i64,
     /// Events removed by retention so far.
     pub pruned_events: i64,
-    /// Attempt records removed by retention so far (estimated from table statistics).
+    /// Attempt records removed by retention so far.
     pub pruned_attempts: i64,
     /// When retention last removed events.
     pub pruned_at: Option<DateTime<Utc>>,

@@ -326,22 +326,35 @@ pub(crate) async fn lock_topic(conn: &mut PgConnection, topic: &TopicName) -> Re
     Ok(())
 }
 
+/// Longest a detach waits for queries that still use the partition (an old reader's
+/// snapshot); after that the partition stays half-detached and a later prune finishes it.
+const DETACH_WAIT: &str = "5s";
+
 /// Detaches `table` from `parent` without blocking readers or writers (or finishes a detach a
 /// dead pruner left half done), then drops it.
 pub async fn detach_and_drop(pool: &PgPool, parent: &str, child: &Child) -> Result<()> {
     let q = qualified(&child.table);
-    // One statement per call: a multi-statement simple query is a transaction block, where
-    // DETACH CONCURRENTLY cannot run.
     let how = if child.detaching {
         "FINALIZE"
     } else {
         "CONCURRENTLY"
     };
-    sqlx::raw_sql(AssertSqlSafe(format!(
+    let mut conn = pool.acquire().await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("SET lock_timeout = '{DETACH_WAIT}'")))
+        .execute(&mut *conn)
+        .await?;
+    // One statement per call: a multi-statement simple query is a transaction block, where
+    // DETACH CONCURRENTLY cannot run.
+    let detached = sqlx::raw_sql(AssertSqlSafe(format!(
         "ALTER TABLE {parent} DETACH PARTITION {q} {how}"
     )))
-    .execute(pool)
-    .await?;
+    .execute(&mut *conn)
+    .await;
+    sqlx::raw_sql("RESET lock_timeout")
+        .execute(&mut *conn)
+        .await?;
+    detached?;
+    drop(conn);
     drop_orphan(pool, &child.table).await?;
     Ok(())
 }
@@ -421,17 +434,6 @@ pub async fn bytes_on_disk(pool: &PgPool, table: &str) -> Result<i64> {
     .bind(table)
     .fetch_one(pool)
     .await?)
-}
-
-/// Rows of a table by the planner's estimate (`reltuples`; 0 before the first ANALYZE).
-pub async fn estimated_rows(pool: &PgPool, table: &str) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
-    )
-    .bind(table)
-    .fetch_optional(pool)
-    .await?
-    .unwrap_or(0))
 }
 
 #[cfg(test)]

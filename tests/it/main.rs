@@ -23,6 +23,8 @@ mod publish;
 mod pull;
 mod races;
 mod ratelimit;
+mod retention;
+mod retention_physical;
 mod rolling;
 mod subscriptions;
 mod topics;
