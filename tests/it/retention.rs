@@ -474,7 +474,7 @@ async fn update_topic_is_for_admins_and_checks_its_input_and_metrics_show_retent
         ..Default::default()
     });
     assert_code(
-        ask(producer, t.id.clone(), some.clone()).await,
+        ask(producer, t.id.clone(), some).await,
         Code::PermissionDenied,
         None,
     );
