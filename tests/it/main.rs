@@ -24,6 +24,7 @@ mod pull;
 mod races;
 mod ratelimit;
 mod retention;
+mod retention_cluster;
 mod retention_physical;
 mod rolling;
 mod subscriptions;
