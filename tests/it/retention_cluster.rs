@@ -132,7 +132,7 @@ async fn the_pruners_owner_killed_mid_prune_is_replaced_and_the_prune_finished()
     .unwrap();
     assert_ne!(owner_now, owner);
     assert!(epoch_now > epoch);
-    let mut api = nodes[1 - dead].client().await;
+    let api = nodes[1 - dead].client().await;
     let next = publish(api.clone(), 1).await.unwrap();
     assert_eq!(next[0].offset64, 13);
     let pull = || {
