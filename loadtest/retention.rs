@@ -7,9 +7,9 @@
 //! of `--seconds`: A without pruning; P, in which the topic's retention is set to its newest
 //! `--keep` (1 million) events, so its pruner moves the mark and detaches and drops nine
 //! partitions (the window lasts at least until the prune is done); B without pruning again.
-//! P is printed beside the mean of A and B (the same load, on either side in time, so a
-//! drift of the shared host falls on both), with the prune's duration and the database and
-//! topic sizes before and after.
+//! P, and P' (only the seconds while the prune ran), are printed beside the mean of A and B
+//! (the same load, on either side in time, so a drift of the shared host falls on both),
+//! with the prune's duration and the database and topic sizes before and after.
 //!
 //! Part 2 (the library, no node): the same publish path (the writer lanes) and the same read
 //! (`read_after`) against a partitioned topic and a plain one, in turns (plain, partitioned,
@@ -54,6 +54,9 @@ pub(crate) struct Args {
     /// Seconds per window of part 1 (the prune's window lasts at least until it is done).
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// The node's pause between two partition drops (ER_RETENTION_DROP_PAUSE_MS).
+    #[arg(long, default_value_t = 1_000)]
+    drop_pause_ms: u64,
     /// Seconds per slice of part 2.
     #[arg(long, default_value_t = 5)]
     slice_seconds: u64,
@@ -95,20 +98,28 @@ fn main() -> Result<()> {
 
 async fn run(args: &Args, url: &str) -> Result<()> {
     println!(
-        "er-retention-bench: {} events kept to {} (partitions of {}), {} producers x {} events, \
-         {} s windows; 2 cores shared with Postgres",
-        args.events, args.keep, args.span, args.clients, args.batch, args.seconds
+        "er-retention-bench: {} events kept to {} (partitions of {}, {} ms between drops), {} \
+         producers x {} events, {} s windows",
+        args.events,
+        args.keep,
+        args.span,
+        args.drop_pause_ms,
+        args.clients,
+        args.batch,
+        args.seconds
     );
-    let node = setup::Node::start(url, args.span).await?;
+    let node = setup::Node::start(url, args.span, args.drop_pause_ms).await?;
     let pool = eventrelay::db::connect(url, 4).await?;
     let admin = setup::admin_key(&pool).await?;
     let topic = setup::create_topic(node.grpc, &admin, "big").await?;
     let took = setup::generate(&pool, "big", args.events, args.span).await?;
     println!(
-        "generated {} events in {:.1} s (INSERT ... SELECT generate_series, then VACUUM ANALYZE)",
+        "generated {} events in {:.1} s (INSERT ... SELECT generate_series, then VACUUM ANALYZE; \
+         a CHECKPOINT follows before the windows)",
         args.events,
         took.as_secs_f64()
     );
+    setup::settle(&pool).await?;
     let before = setup::Sizes::measure(&pool, "big").await?;
     let result = load::prune_under_load(args, &node, &admin, &topic, &pool).await?;
     let after = setup::Sizes::measure(&pool, "big").await?;

@@ -58,8 +58,13 @@ pub(crate) async fn compare(args: &Args, url: &str) -> Result<()> {
             .map_err(|r| anyhow::anyhow!("invalid bench event: {:?}", r.errors))
         })
         .collect::<Result<_>>()?;
+    setup::settle(&pool).await?;
     let slice = Duration::from_secs(args.slice_seconds);
     let order = [PLAIN, PARTED, PARTED, PLAIN];
+    // A warm-up slice of each, not counted.
+    for t in [PLAIN, PARTED] {
+        publish_slice(&writer, t, &events, args.clients, Duration::from_secs(1)).await?;
+    }
 
     let mut published = [0u64; 2];
     for t in order {

@@ -14,14 +14,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
-/// Phases: warm-up (not recorded), the three windows, stop.
+/// Phases: warm-up (not recorded), A, P while the prune runs, the rest of P, B, stop.
 const WARMUP: usize = 0;
-const STOP: usize = 4;
-const NAMES: [&str; 3] = ["A  no prune", "P  prune 10x", "B  no prune"];
+const STOP: usize = 5;
+const NAMES: [&str; 4] = [
+    "A  no prune",
+    "P  prune 10x",
+    "P' prune only",
+    "B  no prune",
+];
 
 /// What one window saw.
 #[derive(Default, Clone)]
 pub(crate) struct Window {
+    /// Samples of what the database's active sessions waited on, by wait event.
+    waits: std::collections::BTreeMap<String, u32>,
     seconds: f64,
     events: u64,
     errors: u64,
@@ -47,10 +54,41 @@ struct Shared {
 
 impl Shared {
     fn record(&self, phase: usize, f: impl FnOnce(&mut Window)) {
-        if (1..=3).contains(&phase) {
+        if (1..=4).contains(&phase) {
             let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut w[phase - 1]);
         }
+    }
+}
+
+impl Window {
+    fn merge(&mut self, o: &Window) {
+        self.seconds += o.seconds;
+        self.events += o.events;
+        self.errors += o.errors;
+        self.publish_us.extend(&o.publish_us);
+        self.tail_us.extend(&o.tail_us);
+        self.head_us.extend(&o.head_us);
+        for (k, v) in &o.waits {
+            *self.waits.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// The three wait events seen most, with their share of the samples.
+    fn top_waits(&self) -> String {
+        let total: u32 = self.waits.values().sum();
+        let mut v: Vec<_> = self.waits.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1));
+        v.iter()
+            .take(3)
+            .map(|(k, n)| {
+                format!(
+                    "{k} {:.0}%",
+                    100.0 * f64::from(**n) / f64::from(total.max(1))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -69,7 +107,7 @@ pub(crate) async fn prune_under_load(
     let shared = Arc::new(Shared {
         phase: AtomicUsize::new(WARMUP),
         last: AtomicI64::new(args.events),
-        windows: Mutex::new(vec![Window::default(); 3]),
+        windows: Mutex::new(vec![Window::default(); 4]),
     });
     let mut channels = Vec::new();
     for _ in 0..4 {
@@ -91,9 +129,11 @@ pub(crate) async fn prune_under_load(
     }
     let api = EventRelayClient::new(channels[0].clone());
     tasks.push(tokio::spawn(puller(api, admin.to_owned(), shared.clone())));
+    tasks.push(tokio::spawn(sample_waits(pool.clone(), shared.clone())));
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut seconds = [0.0; 3];
+    // Warm-up, not recorded: connections, prepared statements, the lanes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut seconds = [0.0; 4];
     let started = Instant::now();
     shared.phase.store(1, Ordering::Relaxed);
     tokio::time::sleep(args.window()).await;
@@ -114,27 +154,33 @@ pub(crate) async fn prune_under_load(
     let name = TopicName::parse(&topic.name)?;
     let first_after = wait_pruned(pool, &name, args.events - args.keep + 1).await?;
     let prune_took = started.elapsed();
+    seconds[1] = prune_took.as_secs_f64();
+    shared.phase.store(3, Ordering::Relaxed);
     if let Some(rest) = args.window().checked_sub(prune_took) {
         tokio::time::sleep(rest).await;
     }
-    seconds[1] = started.elapsed().as_secs_f64();
+    seconds[2] = started.elapsed().as_secs_f64() - seconds[1];
 
     let started = Instant::now();
-    shared.phase.store(3, Ordering::Relaxed);
+    shared.phase.store(4, Ordering::Relaxed);
     tokio::time::sleep(args.window()).await;
-    seconds[2] = started.elapsed().as_secs_f64();
+    seconds[3] = started.elapsed().as_secs_f64();
     shared.phase.store(STOP, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
-    let mut windows = shared
+    let mut parts = shared
         .windows
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    for (w, s) in windows.iter_mut().zip(seconds) {
+    for (w, s) in parts.iter_mut().zip(seconds) {
         w.seconds = s;
     }
+    // Rows: A, the whole of P, P while the prune ran, B.
+    let mut whole = parts[1].clone();
+    whole.merge(&parts[2]);
+    let windows = vec![parts[0].clone(), whole, parts[1].clone(), parts[3].clone()];
     Ok(PruneResult {
         windows,
         prune_took,
@@ -208,6 +254,30 @@ async fn publisher(
             }
             Err(_) => s.record(phase, |w| w.errors += 1),
         }
+    }
+}
+
+/// Every 100 ms, what the database's active sessions wait on (CPU when nothing), so an odd
+/// window can be told apart from the node's own behaviour (a checkpoint's IO, a lock).
+async fn sample_waits(pool: PgPool, s: Arc<Shared>) {
+    loop {
+        let phase = s.phase.load(Ordering::Relaxed);
+        if phase == STOP {
+            return;
+        }
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT COALESCE(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity
+             WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+        s.record(phase, |w| {
+            for (e,) in rows {
+                *w.waits.entry(e).or_default() += 1;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -286,16 +356,21 @@ pub(crate) fn report(r: &PruneResult) {
             w.seconds, row[0], row[1], row[2], row[3], row[4], row[5], row[6], w.errors
         );
     }
-    let ratio = |i: usize| rows[1][i] / ((rows[0][i] + rows[2][i]) / 2.0);
-    println!(
-        "P / mean(A, B): throughput {:.3}; publish p50 {:.3}, p99 {:.3}; tail pull p50 {:.3}, \
-         p99 {:.3}; pull@0 p50 {:.3}, p99 {:.3}",
-        ratio(0),
-        ratio(1),
-        ratio(2),
-        ratio(3),
-        ratio(4),
-        ratio(5),
-        ratio(6)
-    );
+    for (w, name) in r.windows.iter().zip(NAMES) {
+        println!("  {name}: sessions waited on {}", w.top_waits());
+    }
+    for (row, label) in [(1, "P"), (2, "P'")] {
+        let ratio = |i: usize| rows[row][i] / ((rows[0][i] + rows[3][i]) / 2.0);
+        println!(
+            "{label} / mean(A, B): throughput {:.3}; publish p50 {:.3}, p99 {:.3}; tail pull \
+             p50 {:.3}, p99 {:.3}; pull@0 p50 {:.3}, p99 {:.3}",
+            ratio(0),
+            ratio(1),
+            ratio(2),
+            ratio(3),
+            ratio(4),
+            ratio(5),
+            ratio(6)
+        );
+    }
 }

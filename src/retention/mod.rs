@@ -47,6 +47,8 @@ pub struct Settings {
     pub defaults: TopicDefaults,
     /// How often each topic's pruner runs its step.
     pub interval: Duration,
+    /// Pause between two partition drops of one topic.
+    pub drop_pause: Duration,
     /// How long attempt records that delivered are kept.
     pub delivered_attempts: Duration,
     /// How long other attempt records (failed, undeliverable, gone, skipped) are kept.
@@ -76,6 +78,7 @@ impl Settings {
                     .max(1),
             },
             interval: Duration::from_millis(c.retention_interval_ms.max(10)),
+            drop_pause: Duration::from_millis(c.retention_drop_pause_ms),
             delivered_attempts: Duration::from_secs(c.retention_delivered_attempts_days * DAY),
             failed_attempts: Duration::from_secs(c.retention_failed_attempts_days * DAY),
             dead_letters: Duration::from_secs(c.retention_dead_letters_days * DAY),
@@ -104,6 +107,7 @@ impl Default for Settings {
         Settings {
             defaults: TopicDefaults::default(),
             interval: Duration::from_secs(10),
+            drop_pause: Duration::from_secs(1),
             delivered_attempts: Duration::from_secs(7 * DAY),
             failed_attempts: Duration::from_secs(30 * DAY),
             dead_letters: Duration::from_secs(30 * DAY),

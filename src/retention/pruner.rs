@@ -259,6 +259,7 @@ impl Pruner {
                 .and_then(|n| layout.upper(n))
                 .is_some_and(|upper| upper <= first);
             if below || child.detaching {
+                self.pace(dropped).await;
                 partitions::detach_and_drop(&self.pool, &parent, &child).await?;
                 dropped += 1;
             }
@@ -287,6 +288,7 @@ impl Pruner {
                 None => None,
             };
             if end.is_some_and(|e| e <= now) || child.detaching {
+                self.pace(dropped).await;
                 let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                     "SELECT count(*) FROM {}",
                     partitions::qualified(&child.table)
@@ -305,6 +307,16 @@ impl Pruner {
             }
         }
         Ok(dropped)
+    }
+
+    /// Waits [`Settings::drop_pause`] before every drop of a step but the first: dropping a
+    /// large table frees its files at once, and a backlog of them (retention set on a large
+    /// topic) would compete with the publishes' WAL flushes for the disk all together
+    /// (measured: docs/benchmarks.md).
+    async fn pace(&self, dropped_so_far: usize) {
+        if dropped_so_far > 0 {
+            tokio::time::sleep(self.settings.drop_pause).await;
+        }
     }
 
     async fn topic_of(&self, id: Uuid) -> Result<Option<TopicName>> {

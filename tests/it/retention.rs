@@ -21,6 +21,7 @@ use tonic::Code;
 pub async fn retention_cluster(n: usize, span: u64) -> TestCluster {
     TestCluster::start_with(n, move |c| {
         c.retention_interval_ms = 100;
+        c.retention_drop_pause_ms = 20;
         c.retention_partition_events = span;
         c.webhook_allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
         c.webhook_poll_ms = 200;

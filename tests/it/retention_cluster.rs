@@ -39,6 +39,7 @@ async fn the_pruners_owner_killed_mid_prune_is_replaced_and_the_prune_finished()
     let env = [
         ("ER_RETENTION_INTERVAL_MS", "200"),
         ("ER_RETENTION_PARTITION_EVENTS", "4"),
+        ("ER_RETENTION_DROP_PAUSE_MS", "20"),
     ];
     let mut nodes = vec![
         ProcNode::spawn_with(&db.url, "node-a", &env).await,
@@ -233,6 +234,7 @@ async fn topics_with_data_in_plain_tables_move_to_partitions_while_publishing_go
     config.db_pool_size = 4;
     config.retention_interval_ms = 200;
     config.retention_partition_events = 100;
+    config.retention_drop_pause_ms = 20;
     let node = Node::start(config).await;
     let admin = ApiKeys::new(pool.clone())
         .create(KeyType::Admin, "admin", &[], &[])
