@@ -105,6 +105,7 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
         &admin,
         proto::CreateTopicRequest {
             name: "bench".into(),
+            ..Default::default()
         },
     ))
     .await?;

@@ -135,6 +135,7 @@ async fn measure(
             &token,
             CreateTopicRequest {
                 name: "bench".into(),
+                ..Default::default()
             },
         ))
         .await?;

@@ -100,7 +100,10 @@ impl Bench {
         self.client
             .create_topic(authed(
                 &self.token,
-                CreateTopicRequest { name: topic.into() },
+                CreateTopicRequest {
+                    name: topic.into(),
+                    ..Default::default()
+                },
             ))
             .await?;
         for i in 0..hooks {

@@ -11,6 +11,7 @@ use crate::delivery::Delivery;
 use crate::events::{Events, Limits, Writer};
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::retention::{Pruner, Retention};
 use crate::subscriptions::Subscriptions;
 use crate::topics::Topics;
 use crate::users::Users;
@@ -58,6 +59,8 @@ pub struct App {
     pub delivery: Delivery,
     /// The cluster bus: local hub plus cross-node fan-out of published events.
     pub bus: Bus,
+    /// Retention policies and statistics (the pruners run on their topics' owners).
+    pub retention: Retention,
     writer: Writer,
     draining: Arc<AtomicBool>,
     /// Ends websockets, gRPC streams and SSE streams, spread over a window, when draining
@@ -115,22 +118,37 @@ impl App {
         let writer = Writer::start(pool.clone(), config.writers, tracker, metrics.clone());
         let delivery = Delivery::new(pool.clone(), &config, live.clone(), metrics.clone())
             .context("building the webhook client")?;
+        let retention_settings =
+            crate::retention::Settings::from_config(&config).map_err(anyhow::Error::msg)?;
         let cluster_stop = CancellationToken::new();
         let bus_stop = CancellationToken::new();
         {
             // Session advisory locks need their own direct connection (see cluster::ownership).
             let lock_options = PgConnectOptions::from_str(&config.database_url)
                 .context("DATABASE_URL is not a valid Postgres URL")?;
+            let node = NodeId::new(config.node_name());
             let ownership = Ownership::new(
                 pool.clone(),
-                lock_options,
-                NodeId::new(config.node_name()),
+                lock_options.clone(),
+                node.clone(),
                 config.node_ttl(),
                 Arc::new(delivery.clone()),
                 tracker.clone(),
                 metrics.clone(),
             );
             tracker.spawn(ownership.run(cluster_stop.clone(), config.shutdown_grace()));
+            // Topic pruners: the same election, a lock connection of their own.
+            let pruners = Ownership::new(
+                pool.clone(),
+                lock_options,
+                node,
+                config.node_ttl(),
+                Arc::new(Pruner::new(pool.clone(), retention_settings.clone())),
+                tracker.clone(),
+                metrics.clone(),
+            )
+            .sharing_heartbeat();
+            tracker.spawn(pruners.run(cluster_stop.clone(), config.shutdown_grace()));
         }
         let bus = Bus::start(
             &config,
@@ -147,7 +165,8 @@ impl App {
             max_events_per_request: config.max_events_per_request,
         };
         Ok(App {
-            topics: Topics::new(pool.clone()),
+            topics: Topics::with_defaults(pool.clone(), retention_settings.defaults),
+            retention: Retention::new(pool.clone(), retention_settings),
             events: Events::new(
                 pool.clone(),
                 writer.clone(),

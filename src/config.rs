@@ -234,6 +234,64 @@ pub struct Config {
     /// Other (admin) calls per second per API key; 0 = no limit.
     #[arg(long, env = "ER_RATE_LIMIT_ADMIN_PER_SECOND", default_value_t = 1_000)]
     pub rate_limit_admin: u64,
+
+    /// Retention of topics created without one: remove events stored longer ago than this
+    /// many seconds; 0 = no limit by age.
+    #[arg(long, env = "ER_RETENTION_MAX_AGE_SECONDS", default_value_t = 0)]
+    pub retention_max_age_seconds: u64,
+
+    /// Retention of topics created without one: keep only the newest this many events;
+    /// 0 = no limit by count.
+    #[arg(long, env = "ER_RETENTION_MAX_EVENTS", default_value_t = 0)]
+    pub retention_max_events: u64,
+
+    /// Retention of topics created without one: keep only the newest events whose stored
+    /// rows add up to at most this many bytes; 0 = no limit by size.
+    #[arg(long, env = "ER_RETENTION_MAX_BYTES", default_value_t = 0)]
+    pub retention_max_bytes: u64,
+
+    /// Retention of topics created without one: may remove events a webhook subscription has
+    /// not delivered yet (the subscription records the skip). false: retention waits for it.
+    #[arg(long, env = "ER_RETENTION_DROP_UNDELIVERED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub retention_drop_undelivered: bool,
+
+    /// Offsets per events partition of new topics: retention removes whole partitions, so a
+    /// topic keeps at most one partition beyond its policy on disk.
+    #[arg(
+        long,
+        env = "ER_RETENTION_PARTITION_EVENTS",
+        default_value_t = 1_000_000
+    )]
+    pub retention_partition_events: u64,
+
+    /// How often each topic's pruner applies its retention, in milliseconds.
+    #[arg(long, env = "ER_RETENTION_INTERVAL_MS", default_value_t = 10_000)]
+    pub retention_interval_ms: u64,
+
+    /// Pause between two partition drops of one topic, in milliseconds: a backlog of drops
+    /// (retention set on a large topic) is spread out instead of hitting the disk at once.
+    #[arg(long, env = "ER_RETENTION_DROP_PAUSE_MS", default_value_t = 1_000)]
+    pub retention_drop_pause_ms: u64,
+
+    /// Days webhook attempt records that delivered are kept.
+    #[arg(
+        long,
+        env = "ER_RETENTION_DELIVERED_ATTEMPTS_DAYS",
+        default_value_t = 7
+    )]
+    pub retention_delivered_attempts_days: u64,
+
+    /// Days other webhook attempt records (failed, undeliverable, gone, skipped) are kept.
+    #[arg(long, env = "ER_RETENTION_FAILED_ATTEMPTS_DAYS", default_value_t = 30)]
+    pub retention_failed_attempts_days: u64,
+
+    /// Days dead letters are kept.
+    #[arg(long, env = "ER_RETENTION_DEAD_LETTERS_DAYS", default_value_t = 30)]
+    pub retention_dead_letters_days: u64,
+
+    /// Seconds spilled live announcements (large non-durable events sent over NOTIFY) are kept.
+    #[arg(long, env = "ER_RETENTION_SPILL_SECONDS", default_value_t = 60)]
+    pub retention_spill_seconds: u64,
 }
 
 /// The limits of one websocket connection.
@@ -369,6 +427,40 @@ impl Config {
         if self.live_replay_concurrency == 0 {
             return Err("ER_LIVE_REPLAY_CONCURRENCY must be at least 1".into());
         }
+        self.validate_retention()
+    }
+
+    fn validate_retention(&self) -> Result<(), String> {
+        if let Err(e) = crate::retention::Settings::from_config(self) {
+            return Err(format!("ER_RETENTION_MAX_*: {e}"));
+        }
+        if self.retention_partition_events == 0 {
+            return Err("ER_RETENTION_PARTITION_EVENTS must be at least 1".into());
+        }
+        if self.retention_interval_ms < 10 {
+            return Err("ER_RETENTION_INTERVAL_MS must be at least 10".into());
+        }
+        for (name, days) in [
+            (
+                "ER_RETENTION_DELIVERED_ATTEMPTS_DAYS",
+                self.retention_delivered_attempts_days,
+            ),
+            (
+                "ER_RETENTION_FAILED_ATTEMPTS_DAYS",
+                self.retention_failed_attempts_days,
+            ),
+            (
+                "ER_RETENTION_DEAD_LETTERS_DAYS",
+                self.retention_dead_letters_days,
+            ),
+        ] {
+            if !(1..=3650).contains(&days) {
+                return Err(format!("{name} must be between 1 and 3650"));
+            }
+        }
+        if !(10..=86_400).contains(&self.retention_spill_seconds) {
+            return Err("ER_RETENTION_SPILL_SECONDS must be between 10 and 86400".into());
+        }
         Ok(())
     }
 
@@ -491,6 +583,18 @@ mod tests {
                 .unwrap_err()
                 .contains("ER_MAX_EVENTS_PER_REQUEST")
         );
+        let mut bad = c.clone();
+        bad.retention_max_age_seconds = 200 * 365 * 86_400;
+        assert!(bad.validate().unwrap_err().contains("ER_RETENTION_MAX_"));
+        let mut bad = c.clone();
+        bad.retention_failed_attempts_days = 0;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .contains("ER_RETENTION_FAILED_ATTEMPTS_DAYS")
+        );
+        assert_eq!(c.retention_partition_events, 1_000_000);
+        assert_eq!(c.retention_delivered_attempts_days, 7);
     }
 
     #[test]

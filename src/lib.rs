@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod page;
 pub mod ratelimit;
 pub mod redis;
+pub mod retention;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod topics;

@@ -31,6 +31,8 @@ struct TopicLabel {
     topic: String,
 }
 
+pub use crate::retention::gauges::TopicGauges;
+
 /// The node's metrics; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -48,6 +50,7 @@ struct Inner {
     webhook_attempts: Family<OutcomeLabel, Counter>,
     webhook_seconds: Histogram,
     owned_subscriptions: Gauge,
+    topics: crate::retention::gauges::TopicFamilies,
     bus_lag: Histogram,
     live_connections: prometheus_client::metrics::gauge::Gauge,
 }
@@ -123,6 +126,7 @@ impl Metrics {
             "Webhook subscriptions this node owns",
             owned_subscriptions.clone(),
         );
+        let topics = crate::retention::gauges::TopicFamilies::register(&mut registry);
         let bus_lag = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "bus_lag_seconds",
@@ -149,6 +153,7 @@ impl Metrics {
                 webhook_attempts,
                 webhook_seconds,
                 owned_subscriptions,
+                topics,
             }),
         }
     }
@@ -203,6 +208,24 @@ impl Metrics {
         self.inner
             .owned_subscriptions
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets how many units of a kind of owned work (`subscription`, `topic`) this node owns.
+    pub fn owned(&self, kind: &str, n: usize) {
+        match kind {
+            "subscription" => self.owned_subscriptions(n),
+            _ => self.inner.topics.owned(n),
+        }
+    }
+
+    /// Replaces every topic's retention gauges (topics gone since the last call disappear).
+    pub fn set_topic_gauges(&self, topics: impl Iterator<Item = TopicGauges>) {
+        self.inner.topics.set(topics);
+    }
+
+    /// Sets the cluster-wide count of rows housekeeping removed from `what`.
+    pub fn set_retention_pruned(&self, what: &str, rows: i64) {
+        self.inner.topics.pruned(what, rows);
     }
 
     /// Records how long an announcement took from its sending node to this one.

@@ -113,7 +113,10 @@ impl Target {
     pub(crate) async fn create_topic(&self, name: &str) -> Result<String> {
         let t = self
             .client(0)
-            .create_topic(self.request(CreateTopicRequest { name: name.into() }))
+            .create_topic(self.request(CreateTopicRequest {
+                name: name.into(),
+                ..Default::default()
+            }))
             .await
             .context("CreateTopic")?
             .into_inner()

@@ -9,6 +9,10 @@
 //! Which node *should* own what is decided by rendezvous hashing over live nodes; a node only
 //! tries the locks of work it should own and lets go of work that has moved away, so the lock
 //! settles ownership and the hash spreads it evenly with little movement.
+//!
+//! A node runs one manager per kind of work ([`Workload::KIND`]: webhook subscriptions, topic
+//! pruners), each with its own lock connection; the kind namespaces the lock keys. Only the
+//! first manager writes the node's heartbeat (see [`Ownership::sharing_heartbeat`]).
 
 use super::membership::{self, NodeId, rendezvous_owner};
 use crate::error::Result;
@@ -45,6 +49,8 @@ pub struct Lease {
 /// Work that needs exactly one owner.
 #[async_trait::async_trait]
 pub trait Workload: Send + Sync + 'static {
+    /// What the work is: namespaces its lock keys and names it in logs and metrics.
+    const KIND: &'static str = "subscription";
     /// Ids of the work that needs an owner now.
     async fn candidates(&self) -> Result<Vec<Uuid>>;
     /// Called with the lock held: records the new owner and returns the new fencing epoch,
@@ -71,6 +77,7 @@ pub struct Ownership<W: Workload> {
     metrics: Metrics,
     conn: Option<PgConnection>,
     held: HashMap<Uuid, Held>,
+    heartbeat: bool,
 }
 
 impl<W: Workload> Ownership<W> {
@@ -102,7 +109,14 @@ impl<W: Workload> Ownership<W> {
             metrics,
             conn: None,
             held: HashMap::new(),
+            heartbeat: true,
         }
+    }
+
+    /// A manager that leaves the node's heartbeat to another manager of the same node.
+    pub fn sharing_heartbeat(mut self) -> Self {
+        self.heartbeat = false;
+        self
     }
 
     /// Runs until `shutdown`, then hands everything over: leaves the membership table, lets
@@ -115,7 +129,9 @@ impl<W: Workload> Ownership<W> {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = membership::heartbeat(&self.pool, &self.node).await {
+            if self.heartbeat
+                && let Err(e) = membership::heartbeat(&self.pool, &self.node).await
+            {
                 tracing::warn!(error = %e, "cluster heartbeat failed");
             }
             self.check_lock_connection().await;
@@ -134,7 +150,10 @@ impl<W: Workload> Ownership<W> {
                 Ok(Ok(()))
             );
             if !ok {
-                tracing::warn!("lock connection lost: stopping every owned subscription");
+                tracing::warn!(
+                    kind = W::KIND,
+                    "lock connection lost: stopping every owned unit"
+                );
                 self.lose_all();
             }
         }
@@ -158,7 +177,7 @@ impl<W: Workload> Ownership<W> {
             h.lease.stop.cancel();
         }
         self.conn = None;
-        self.metrics.owned_subscriptions(0);
+        self.metrics.owned(W::KIND, 0);
     }
 
     /// Releases finished or moved work and takes work this node should own.
@@ -190,7 +209,7 @@ impl<W: Workload> Ownership<W> {
             .collect();
         for (id, h) in &self.held {
             if !desired.contains(id) && !h.lease.stop.is_cancelled() {
-                tracing::info!(subscription = %id, "handing over");
+                tracing::info!(kind = W::KIND, %id, "handing over");
                 h.lease.stop.cancel();
             }
         }
@@ -199,12 +218,12 @@ impl<W: Workload> Ownership<W> {
                 self.try_take(id).await?;
             }
         }
-        self.metrics.owned_subscriptions(self.held.len());
+        self.metrics.owned(W::KIND, self.held.len());
         Ok(())
     }
 
     async fn try_take(&mut self, id: Uuid) -> Result<()> {
-        let key = lock_key(id);
+        let key = lock_key_of(W::KIND, id);
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
@@ -230,7 +249,7 @@ impl<W: Workload> Ownership<W> {
                     stop: CancellationToken::new(),
                     lost: CancellationToken::new(),
                 };
-                tracing::info!(subscription = %id, epoch, "acquired");
+                tracing::info!(kind = W::KIND, %id, epoch, "acquired");
                 let workload = self.workload.clone();
                 let handle = self.tracker.spawn({
                     let lease = lease.clone();
@@ -275,10 +294,13 @@ impl<W: Workload> Ownership<W> {
             .await
             .is_err()
         {
-            tracing::warn!("delivery workers did not finish in time: abandoning them");
+            tracing::warn!(
+                kind = W::KIND,
+                "owned work did not finish in time: abandoning it"
+            );
         }
         self.lose_all_and_close().await;
-        tracing::info!("subscriptions handed over");
+        tracing::info!(kind = W::KIND, "owned work handed over");
     }
 
     async fn lose_all_and_close(&mut self) {
@@ -291,11 +313,19 @@ impl<W: Workload> Ownership<W> {
     }
 }
 
-/// The advisory lock key of a unit of work: 64 bits of a hash, namespaced so it cannot meet
-/// the keys other software (or sqlx's migrator) uses in practice.
+/// The advisory lock key of a webhook subscription (see [`lock_key_of`]).
 pub fn lock_key(id: Uuid) -> i64 {
+    lock_key_of("subscription", id)
+}
+
+/// The advisory lock key of a unit of work of `kind`: 64 bits of a hash, namespaced so it
+/// cannot meet the keys of other kinds, or those other software (or sqlx's migrator) uses in
+/// practice.
+pub fn lock_key_of(kind: &str, id: Uuid) -> i64 {
     let d = Sha256::new()
-        .chain_update(b"eventrelay:subscription:")
+        .chain_update(b"eventrelay:")
+        .chain_update(kind.as_bytes())
+        .chain_update(b":")
         .chain_update(id.as_bytes())
         .finalize();
     let mut first = [0u8; 8];

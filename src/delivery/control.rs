@@ -69,18 +69,29 @@ impl Delivery {
     }
 
     /// Moves the cursor so delivery continues with the first event after `offset` (replay,
-    /// or skip ahead). The topic's current end is the largest offset accepted.
+    /// or skip ahead). The topic's current end is the largest offset accepted; an offset
+    /// before the first retained event means that event (what a replay can still deliver).
+    /// The topic's retention row is share-locked meanwhile, so retention cannot move past the
+    /// new cursor between the check and the write (see `retention::cut::apply`).
     pub async fn reset_cursor(&self, p: &Principal, id: Uuid, offset: i64) -> Result<Subscription> {
         let s = self.webhook(p, id, "reset subscription cursors").await?;
         if offset < 0 {
             return Err(Error::invalid("offset must not be negative"));
         }
+        let mut tx = self.pool().begin().await?;
+        let first: Option<i64> = sqlx::query_scalar(
+            "SELECT first_offset FROM topic_retention WHERE name = $1 FOR SHARE",
+        )
+        .bind(&s.topic_name)
+        .fetch_optional(&mut *tx)
+        .await?;
         let last = topics::last_offset(self.pool(), &s.topic_name).await?;
         if offset > last {
             return Err(Error::invalid(format!(
                 "offset {offset} is past the topic's last offset {last}"
             )));
         }
+        let offset = offset.max(first.unwrap_or(1) - 1);
         sqlx::query(
             "INSERT INTO subscription_cursors (subscription_id, delivered_offset, epoch)
              VALUES ($1, $2, 1)
@@ -90,8 +101,9 @@ impl Delivery {
         )
         .bind(id)
         .bind(offset)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(s)
     }
 

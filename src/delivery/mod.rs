@@ -48,6 +48,7 @@ struct Inner {
     metrics: Metrics,
     subscriptions: Subscriptions,
     poll: Duration,
+    retention: crate::retention::Settings,
 }
 
 impl Delivery {
@@ -68,6 +69,8 @@ impl Delivery {
                 live,
                 metrics,
                 poll: Duration::from_millis(config.webhook_poll_ms.max(10)),
+                // Validated at start (Config::validate); the defaults only for embedders.
+                retention: crate::retention::Settings::from_config(config).unwrap_or_default(),
             }),
         })
     }
@@ -106,6 +109,9 @@ impl Delivery {
     }
     pub(crate) fn subscriptions(&self) -> &Subscriptions {
         &self.inner.subscriptions
+    }
+    pub(crate) fn retention(&self) -> &crate::retention::Settings {
+        &self.inner.retention
     }
 }
 

@@ -24,14 +24,22 @@ pub struct CursorState {
     pub paused: bool,
     /// Last change of the subscription's settings (a worker restarts when it moves).
     pub subscription_updated_at: DateTime<Utc>,
+    /// The topic's first retained offset: a cursor below `first_offset - 1` is behind
+    /// retention.
+    pub first_offset: i64,
+    /// The topic lets retention remove undelivered events (the cursor then skips them).
+    pub drop_undelivered: bool,
 }
 
 /// Reads the state; `None` when the subscription (or its cursor) no longer exists.
 pub async fn state(pool: &PgPool, subscription: Uuid) -> Result<Option<CursorState>> {
     Ok(sqlx::query_as::<_, CursorState>(
         "SELECT c.delivered_offset, c.epoch, c.attempts, c.next_attempt_at, s.paused,
-                s.updated_at AS subscription_updated_at
+                s.updated_at AS subscription_updated_at,
+                COALESCE(r.first_offset, 1) AS first_offset,
+                COALESCE(r.drop_undelivered, false) AS drop_undelivered
          FROM subscription_cursors c JOIN subscriptions s ON s.id = c.subscription_id
+         LEFT JOIN topic_retention r ON r.name = s.topic_name
          WHERE c.subscription_id = $1",
     )
     .bind(subscription)
@@ -75,6 +83,8 @@ pub struct AttemptRecord {
     pub duration_ms: i32,
     /// When it started.
     pub attempted_at: DateTime<Utc>,
+    /// When retention removes the record (`retention::Settings::attempt_expiry`).
+    pub expires_at: DateTime<Utc>,
 }
 
 /// How the cursor moves with an attempt.
@@ -91,8 +101,27 @@ pub struct CursorUpdate {
 }
 
 /// Records an attempt and moves the cursor, both only if `epoch` is still current. Returns
-/// false when fenced off (another owner, or a reset, took over).
+/// false when fenced off (another owner, or a reset, took over). When no partition takes the
+/// record's expiry day yet (the pruner makes them ahead for topics with webhooks), one is made
+/// and the statement runs again: it failed whole, so nothing was written.
 pub async fn record(
+    pool: &PgPool,
+    topic: &TopicName,
+    subscription: Uuid,
+    epoch: i64,
+    a: &AttemptRecord,
+    c: &CursorUpdate,
+) -> Result<bool> {
+    match record_once(pool, topic, subscription, epoch, a, c).await {
+        Err(e) if crate::topics::partitions::is_missing_partition(&e) => {
+            crate::topics::partitions::ensure_deliveries(pool, topic, a.expires_at).await?;
+            record_once(pool, topic, subscription, epoch, a, c).await
+        }
+        other => other,
+    }
+}
+
+async fn record_once(
     pool: &PgPool,
     topic: &TopicName,
     subscription: Uuid,
@@ -111,8 +140,8 @@ pub async fn record(
             WHERE $6 AND id IN (SELECT subscription_id FROM c)
          )
          INSERT INTO {} (id, subscription_id, event_offset, event_id, attempt, status,
-                         response_status, error, duration_ms, epoch, attempted_at)
-         SELECT $7, subscription_id, $8, $9, $10, $11, $12, $13, $14, $2, $15 FROM c",
+                         response_status, error, duration_ms, epoch, attempted_at, expires_at)
+         SELECT $7, subscription_id, $8, $9, $10, $11, $12, $13, $14, $2, $15, $16 FROM c",
         topic.deliveries_table()
     );
     let done = sqlx::query(AssertSqlSafe(sql))
@@ -131,6 +160,7 @@ pub async fn record(
         .bind(a.error.as_deref())
         .bind(a.duration_ms)
         .bind(a.attempted_at)
+        .bind(a.expires_at)
         .execute(pool)
         .await
         .map_err(topic_gone)?;

@@ -1,7 +1,9 @@
 //! One subscription's delivery worker. [`Worker::try_deliver_next`] is the single step (tests
 //! drive it directly): read the cursor, fetch the next event, POST it, record the attempt and
 //! move the cursor under the fencing epoch. [`Worker::run`] is the loop around it, woken by new
-//! events of the topic and, as a backstop, by a slow poll.
+//! events of the topic and, as a backstop, by a slow poll. A cursor that retention has passed
+//! (the topic drops undelivered events, or a race with a reset) records the skipped range
+//! and moves on, or pauses the subscription, as the topic says.
 
 use super::client::Outcome;
 use super::settings::{OnExhausted, Settings};
@@ -140,6 +142,9 @@ impl Worker {
         {
             return Ok(Step::Stop(StopReason::Changed));
         }
+        if st.delivered_offset + 1 < st.first_offset {
+            return self.behind_retention(&st).await;
+        }
         if let Some(left) = st
             .next_attempt_at
             .and_then(|at| (at - Utc::now()).to_std().ok())
@@ -218,6 +223,65 @@ impl Worker {
         Ok(step)
     }
 
+    /// The cursor is below the topic's first retained offset: the events after it are gone.
+    /// Records the skipped range, then moves the cursor to the first retained event (a topic
+    /// with `drop_undelivered`) or pauses the subscription (otherwise: an operator decides).
+    async fn behind_retention(&mut self, st: &CursorState) -> Result<Step> {
+        let (from, to) = (st.delivered_offset + 1, st.first_offset - 1);
+        let gone = format!("offsets {from}-{to} were removed by retention before delivery");
+        let (status, error, update, step) = if st.drop_undelivered {
+            let update = CursorUpdate {
+                delivered_offset: to,
+                attempts: 0,
+                next_attempt_at: None,
+                pause: false,
+            };
+            ("skipped", gone, update, Step::Advanced)
+        } else {
+            let update = CursorUpdate {
+                delivered_offset: st.delivered_offset,
+                attempts: 0,
+                next_attempt_at: None,
+                pause: true,
+            };
+            let error = format!("{gone}; paused: reset the cursor to continue");
+            (
+                "behind_retention",
+                error,
+                update,
+                Step::Stop(StopReason::Paused),
+            )
+        };
+        let now = Utc::now();
+        let record = AttemptRecord {
+            event_offset: to,
+            event_id: uuid::Uuid::nil(),
+            attempt: 0,
+            status,
+            response_status: None,
+            error: Some(error),
+            duration_ms: 0,
+            attempted_at: now,
+            expires_at: self.delivery.retention().attempt_expiry(status, now),
+        };
+        let written = store::record(
+            self.delivery.pool(),
+            &self.topic.name,
+            self.subscription.id,
+            self.epoch,
+            &record,
+            &update,
+        )
+        .await?;
+        if !written {
+            return Ok(Step::Stop(StopReason::Fenced));
+        }
+        tracing::warn!(subscription = %self.subscription.id, from, to, status, "cursor was behind retention");
+        self.buffer.clear();
+        self.known = None;
+        Ok(step)
+    }
+
     /// What an attempt's outcome means for the record, the cursor and the next step.
     fn decide(
         &self,
@@ -259,6 +323,10 @@ impl Worker {
             error: error.clone(),
             duration_ms: i32::try_from(took.as_millis()).unwrap_or(i32::MAX),
             attempted_at,
+            expires_at: self
+                .delivery
+                .retention()
+                .attempt_expiry(status, attempted_at),
         };
         match response_status {
             Some(200..=299) => (record("delivered"), advance, Step::Advanced),

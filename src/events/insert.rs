@@ -4,21 +4,23 @@
 //! per topic in the batch's transaction.
 
 use super::model::ValidEvent;
-use crate::error::Result;
 use crate::topics::TopicName;
-use sqlx::{AssertSqlSafe, PgConnection};
+use sqlx::AssertSqlSafe;
 
-/// Stores the rows of `cols` in the transaction open on `conn`; returns the first offset, or
-/// `None` when the topic's row is gone.
+/// Stores the rows of `cols` through `db`: a transaction the writer opened for several topics,
+/// or the pool, where the statement is its own implicit transaction (one round trip for a
+/// batch of one topic). Returns the first offset, or `None` when the topic's row is gone. The
+/// error is Postgres' own, so the writer can tell a missing partition (see
+/// `topics::partitions`) from the rest.
 ///
 /// The reservation row-locks the topic's `topic_offsets` row until the transaction ends and
 /// moves the topic's mark (`marked`) with it: readers read up to the mark, and see it only
 /// once the transaction has committed, synchronously, so every offset they see is durable.
-pub(super) async fn store(
-    conn: &mut PgConnection,
+pub(super) async fn store<'c>(
+    db: impl sqlx::PgExecutor<'c>,
     topic: &TopicName,
-    cols: Columns<'_>,
-) -> Result<Option<i64>> {
+    cols: &Columns<'_>,
+) -> Result<Option<i64>, sqlx::Error> {
     // One statement, one round trip: reserve the offsets and insert every row numbered from
     // them. `rows` is materialised and counted before the reservation touches the offsets
     // row, so the array decoding and JSON parsing happen before the lock is taken, not while
@@ -31,7 +33,7 @@ pub(super) async fn store(
     // the two never deadlock. `stored` is not read by the final SELECT, but Postgres runs
     // every data-modifying CTE to completion; the first offset comes from the reservation,
     // which spares a RETURNING row per event.
-    let first: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+    sqlx::query_scalar(AssertSqlSafe(format!(
         r#"WITH sync AS MATERIALIZED (
                SELECT set_config('synchronous_commit', 'on', true)
            ), rows AS MATERIALIZED (
@@ -61,23 +63,21 @@ pub(super) async fn store(
            SELECT (SELECT before FROM reserved) + 1 FROM sync"#,
         topic.events_table()
     )))
-    .bind(cols.id)
-    .bind(cols.name)
-    .bind(cols.identifier)
-    .bind(cols.data)
-    .bind(cols.source)
-    .bind(cols.group_key)
-    .bind(cols.reference_key)
-    .bind(cols.trace_key)
-    .bind(cols.user_id)
-    .bind(cols.anonymous_id)
-    .bind(cols.occurred_at)
-    .bind(cols.context)
+    .bind(&cols.id[..])
+    .bind(&cols.name[..])
+    .bind(&cols.identifier[..])
+    .bind(&cols.data[..])
+    .bind(&cols.source[..])
+    .bind(&cols.group_key[..])
+    .bind(&cols.reference_key[..])
+    .bind(&cols.trace_key[..])
+    .bind(&cols.user_id[..])
+    .bind(&cols.anonymous_id[..])
+    .bind(&cols.occurred_at[..])
+    .bind(&cols.context[..])
     .bind(topic.as_str())
-    .fetch_one(conn)
+    .fetch_one(db)
     .await
-    .map_err(super::read::topic_gone)?;
-    Ok(first)
 }
 
 /// Column arrays for UNNEST, borrowing the events' text (the batch outlives the statement),
@@ -113,6 +113,11 @@ impl<'a> Columns<'a> {
             occurred_at: Vec::with_capacity(n),
             context: Vec::with_capacity(n),
         }
+    }
+
+    /// Rows held.
+    pub(super) fn len(&self) -> usize {
+        self.id.len()
     }
 
     pub(super) fn push(&mut self, identifier: &'a str, v: &'a ValidEvent) {

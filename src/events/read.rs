@@ -81,18 +81,24 @@ pub struct PullBatch {
     pub previous_offset: i64,
     /// ceil(total / batch).
     pub total_batches: i64,
+    /// The topic's first retained offset: a pull after an earlier offset started here.
+    pub first_offset: i64,
 }
 
 const EVENT_COLUMNS: &str = r#""offset", id, name, topic_identifier, data::text AS data, source,
     group_key, reference_key, trace_key, user_id, anonymous_id, occurred_at, context::text AS context"#;
 
 /// The conditions every read of a topic's rows carries: only offsets up to the topic's mark
-/// (`topic_offsets.marked`, which only a synchronously committed publish moves), then the
-/// identifier scope and the filters.
+/// (`topic_offsets.marked`, which only a synchronously committed publish moves) and from its
+/// first retained offset on (rows below it may wait for their partition to be dropped), then
+/// the identifier scope and the filters.
 fn push_scope(qb: &mut QueryBuilder<Postgres>, topic: &TopicRef, filters: &[Filter]) {
     qb.push(r#" AND "offset" <= (SELECT marked FROM topic_offsets WHERE name = "#)
         .push_bind(topic.name.as_str().to_owned())
         .push(")");
+    qb.push(r#" AND "offset" >= COALESCE((SELECT first_offset FROM topic_retention WHERE name = "#)
+        .push_bind(topic.name.as_str().to_owned())
+        .push("), 1)");
     if let Some(i) = &topic.identifier {
         qb.push(" AND topic_identifier = ").push_bind(i.clone());
     }
@@ -135,9 +141,10 @@ async fn pull_on(conn: &mut PgConnection, q: &PullQuery) -> Result<PullBatch> {
     let more = events.len() as i64 > q.batch_size;
     events.truncate(q.batch_size as usize);
 
+    let bounds = topics::bounds(&mut *conn, q.topic.name.as_str()).await?;
     let total_count = if q.is_indexed() {
-        // Offsets are contiguous from 1, so the counter is the count: no scan.
-        topics::last_offset(&mut *conn, q.topic.name.as_str()).await?
+        // Offsets are contiguous, so the retained range is the count: no scan.
+        bounds.retained()
     } else {
         // Counting every match could scan the whole topic: count up to the cap.
         let mut qb = QueryBuilder::new(format!(
@@ -152,7 +159,7 @@ async fn pull_on(conn: &mut PgConnection, q: &PullQuery) -> Result<PullBatch> {
     };
 
     let previous_offset = match events.first() {
-        Some(first) if first.offset > 1 => {
+        Some(first) if first.offset > bounds.first => {
             // The (batch+1)-th matching offset before this batch is the "after" of the
             // previous batch; fewer than that means the previous batch is the first.
             let mut qb = QueryBuilder::new(format!(
@@ -180,6 +187,7 @@ async fn pull_on(conn: &mut PgConnection, q: &PullQuery) -> Result<PullBatch> {
         previous_offset,
         total_batches: (total_count + q.batch_size - 1) / q.batch_size,
         total_count,
+        first_offset: bounds.first,
         events,
     })
 }

@@ -18,7 +18,7 @@ use super::model::{Event, ValidEvent};
 use super::queue::{Groups, Job, Queue};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::topics::TopicName;
+use crate::topics::{TopicName, partitions};
 use sqlx::PgPool;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -177,21 +177,78 @@ fn first(firsts: Vec<Option<i64>>) -> Option<i64> {
 }
 
 /// One transaction: for each topic in name order, reserve its offsets and insert its rows.
-/// Returns each topic's first offset, `None` for a topic whose row is gone.
+/// Returns each topic's first offset, `None` for a topic whose row is gone. A write that
+/// finds no partition for its offsets (a burst outran those the topic's owner makes ahead)
+/// failed whole, reservation included: the partitions are made and the batch runs again, so
+/// no offset is skipped (see `topics::partitions`).
 async fn store(pool: &PgPool, groups: &[(TopicName, Vec<Job>)]) -> Result<Vec<Option<i64>>> {
-    let mut tx = pool.begin().await?;
-    let mut firsts = Vec::with_capacity(groups.len());
-    for (topic, jobs) in groups {
-        let n = jobs.iter().map(|j| j.events.len()).sum();
-        let mut cols = Columns::with_capacity(n);
-        for job in jobs {
-            for v in &job.events {
-                cols.push(&job.identifier, v);
+    let batches: Vec<(&TopicName, Columns)> = groups
+        .iter()
+        .map(|(topic, jobs)| {
+            let n = jobs.iter().map(|j| j.events.len()).sum();
+            let mut cols = Columns::with_capacity(n);
+            for job in jobs {
+                for v in &job.events {
+                    cols.push(&job.identifier, v);
+                }
+            }
+            (topic, cols)
+        })
+        .collect();
+    // Each retry makes the partitions of one topic: at most one per topic, and one more.
+    for _ in 0..=batches.len() {
+        match try_store(pool, &batches).await {
+            Err(Failed::NoPartition(i, e)) => {
+                let (topic, cols) = &batches[i];
+                if partitions::make_room(pool, topic, cols.len() as i64).await? == 0 {
+                    return Err(super::read::topic_gone(e));
+                }
+            }
+            Err(Failed::Other(e)) => return Err(super::read::topic_gone(e)),
+            Ok(firsts) => return Ok(firsts),
+        }
+    }
+    Err(Error::Unavailable(
+        "no partition could be made for the published events".into(),
+    ))
+}
+
+/// Why a transaction failed: the batch at an index found no partition, or anything else.
+enum Failed {
+    NoPartition(usize, sqlx::Error),
+    Other(sqlx::Error),
+}
+
+/// The transaction itself. A batch of one topic is one statement in its own implicit
+/// transaction (one round trip); several topics share an explicit one.
+async fn try_store(
+    pool: &PgPool,
+    batches: &[(&TopicName, Columns<'_>)],
+) -> Result<Vec<Option<i64>>, Failed> {
+    let failed = |i: usize| {
+        move |e: sqlx::Error| {
+            if partitions::missing_partition(&e) {
+                Failed::NoPartition(i, e)
+            } else {
+                Failed::Other(e)
             }
         }
-        firsts.push(insert::store(&mut tx, topic, cols).await?);
+    };
+    if let [(topic, cols)] = batches {
+        return Ok(vec![
+            insert::store(pool, topic, cols).await.map_err(failed(0))?,
+        ]);
     }
-    tx.commit().await?;
+    let mut tx = pool.begin().await.map_err(Failed::Other)?;
+    let mut firsts = Vec::with_capacity(batches.len());
+    for (i, (topic, cols)) in batches.iter().enumerate() {
+        firsts.push(
+            insert::store(&mut *tx, topic, cols)
+                .await
+                .map_err(failed(i))?,
+        );
+    }
+    tx.commit().await.map_err(Failed::Other)?;
     Ok(firsts)
 }
 

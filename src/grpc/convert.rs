@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, DeadLetter, Event, NewEvent, format_time};
 use crate::page::wire;
 use crate::proto;
+use crate::retention::{Policy, TopicRetention};
 use crate::subscriptions::{NewSubscription, Subscription};
 use crate::topics::Topic;
 use uuid::Uuid;
@@ -21,10 +22,52 @@ pub fn parse_ids(v: &[String], what: &str) -> Result<Vec<Uuid>> {
     v.iter().map(|s| parse_id(s, what)).collect()
 }
 
+/// A topic without its retention (DeleteTopic's answer: the topic is gone).
 pub fn topic(t: Topic) -> proto::Topic {
     proto::Topic {
         id: t.id.to_string(),
         name: t.name,
+        retention: None,
+        stats: None,
+    }
+}
+
+/// A topic with its retention and statistics.
+pub fn topic_with(t: Topic, r: Option<&TopicRetention>) -> proto::Topic {
+    proto::Topic {
+        retention: r.map(|r| retention_out(&r.policy)),
+        stats: r.map(|r| {
+            let s = &r.stats;
+            proto::TopicStats {
+                first_offset: s.bounds.first,
+                last_offset: s.bounds.last,
+                event_count: s.bounds.retained(),
+                oldest_event_at: s.oldest_at.as_ref().map(format_time).unwrap_or_default(),
+                bytes: s.bytes_on_disk,
+                pruned_events: s.pruned_events,
+                pruned_at: s.pruned_at.as_ref().map(format_time).unwrap_or_default(),
+            }
+        }),
+        ..topic(t)
+    }
+}
+
+/// A retention policy from the wire (0 = no limit; negative numbers are refused).
+pub fn retention(r: proto::TopicRetention) -> Result<Policy> {
+    Policy::from_parts(
+        r.max_age_seconds,
+        r.max_events,
+        r.max_bytes,
+        r.drop_undelivered,
+    )
+}
+
+fn retention_out(p: &Policy) -> proto::TopicRetention {
+    proto::TopicRetention {
+        max_age_seconds: p.max_age_seconds(),
+        max_events: p.max_events.unwrap_or(0),
+        max_bytes: p.max_bytes.unwrap_or(0),
+        drop_undelivered: p.drop_undelivered,
     }
 }
 

@@ -84,6 +84,7 @@ impl EventRelay for Service {
             )?;
             let b = self.app.events.pull(&p, &q).await?;
             Ok(proto::PullEventsResponse {
+                first_offset: b.first_offset,
                 events: b.events.into_iter().map(convert::event).collect(),
                 total_count: wire(b.total_count),
                 next_offset: wire(b.next_offset),
@@ -109,8 +110,17 @@ impl EventRelay for Service {
                 .topics
                 .list(PageRequest::new(r.page, r.page_size))
                 .await?;
+            let names: Vec<String> = page.items.iter().map(|t| t.name.clone()).collect();
+            let retention = self.app.retention.for_topics(&names).await?;
             Ok(proto::ListTopicsResponse {
-                topics: page.items.into_iter().map(convert::topic).collect(),
+                topics: page
+                    .items
+                    .into_iter()
+                    .map(|t| {
+                        let r = retention.get(&t.name);
+                        convert::topic_with(t, r)
+                    })
+                    .collect(),
                 total_count: wire(page.total_count),
                 next_page: wire(page.next_page),
                 previous_page: wire(page.previous_page),
@@ -126,10 +136,13 @@ impl EventRelay for Service {
     ) -> Reply<proto::CreateTopicResponse> {
         self.call("CreateTopic", async {
             self.principal(&req).await?.require_admin("create topics")?;
-            let name = TopicName::parse(&req.into_inner().name)?;
-            let t = self.app.topics.create(&name).await?;
+            let r = req.into_inner();
+            let name = TopicName::parse(&r.name)?;
+            let policy = r.retention.map(convert::retention).transpose()?;
+            let t = self.app.topics.create_with(&name, policy).await?;
+            let retention = self.app.retention.topic(&t.name).await?;
             Ok(proto::CreateTopicResponse {
-                topic: Some(convert::topic(t)),
+                topic: Some(convert::topic_with(t, Some(&retention))),
             })
         })
         .await
@@ -145,6 +158,27 @@ impl EventRelay for Service {
             let t = self.app.topics.delete(id).await?;
             Ok(proto::DeleteTopicResponse {
                 topic: Some(convert::topic(t)),
+            })
+        })
+        .await
+    }
+
+    async fn update_topic(
+        &self,
+        req: Request<proto::UpdateTopicRequest>,
+    ) -> Reply<proto::UpdateTopicResponse> {
+        self.call("UpdateTopic", async {
+            let p = self.principal(&req).await?;
+            let r = req.into_inner();
+            let id = parse_id(&r.id, "id")?;
+            let policy = convert::retention(
+                r.retention
+                    .ok_or_else(|| Error::invalid("retention is required"))?,
+            )?;
+            let t = self.app.retention.update(&p, id, policy).await?;
+            let retention = self.app.retention.topic(&t.name).await?;
+            Ok(proto::UpdateTopicResponse {
+                topic: Some(convert::topic_with(t, Some(&retention))),
             })
         })
         .await
@@ -374,11 +408,17 @@ impl EventRelay for Service {
         &self,
         req: Request<proto::StreamEventsRequest>,
     ) -> Reply<Self::StreamEventsStream> {
-        self.call("StreamEvents", async {
-            let (p, expires) = self.principal_until(&req).await?;
-            let keepalive = stream::wants_keepalive(req.metadata());
-            stream::open(&self.app, p, expires, keepalive, req.into_inner()).await
-        })
-        .await
+        let opened = self
+            .call("StreamEvents", async {
+                let (p, expires) = self.principal_until(&req).await?;
+                let keepalive = stream::wants_keepalive(req.metadata());
+                stream::open(&self.app, p, expires, keepalive, req.into_inner()).await
+            })
+            .await?;
+        let (events, first) = opened.into_inner();
+        let mut res = Response::new(events);
+        res.metadata_mut()
+            .insert(stream::FIRST_OFFSET_HEADER, first.into());
+        Ok(res)
     }
 }

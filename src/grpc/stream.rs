@@ -43,15 +43,20 @@ pub fn wants_keepalive(m: &tonic::metadata::MetadataMap) -> bool {
     m.get(KEEPALIVE_HEADER).is_some_and(|v| v == "1")
 }
 
-/// Authorizes the request and opens the stream (errors here are the call's status).
-/// `expires` is the `exp` of the caller's JWT, when it called with one.
+/// The initial metadata key naming the topic's first retained offset: a stream asked to
+/// replay after an earlier offset starts there.
+pub const FIRST_OFFSET_HEADER: &str = "first-offset";
+
+/// Authorizes the request and opens the stream (errors here are the call's status), with the
+/// topic's first retained offset. `expires` is the `exp` of the caller's JWT, when it called
+/// with one.
 pub async fn open(
     app: &App,
     principal: Principal,
     expires: Option<i64>,
     keepalive: bool,
     r: proto::StreamEventsRequest,
-) -> Result<EventStream> {
+) -> Result<(EventStream, i64)> {
     let (topic, target) = match (r.topic.trim(), r.subscription_id.trim()) {
         ("", "") => return Err(Error::invalid("topic or subscription_id is required")),
         (_, "") => {
@@ -78,6 +83,7 @@ pub async fn open(
     let feed = Feed::open(&app.live, &app.pool, topic, filters, r.after_offset)
         .await?
         .with_timeout(app.events.pull_timeout());
+    let first = feed.first_offset();
     let drain = app.drain.clone();
     let slot = drain.slot();
     let state = State {
@@ -94,7 +100,7 @@ pub async fn open(
         done: false,
         _permit: permit,
     };
-    Ok(Box::pin(futures::stream::unfold(state, next)))
+    Ok((Box::pin(futures::stream::unfold(state, next)), first))
 }
 
 struct State {

@@ -64,6 +64,10 @@ async fn api_docs() -> axum::response::Html<&'static str> {
 /// Prometheus text exposition.
 async fn metrics(State(app): State<App>) -> Response {
     app.metrics.set_live_connections(app.live.connections());
+    // Per-topic retention gauges come from Postgres; a failed read keeps the last values.
+    if let Err(e) = app.retention.refresh_metrics(&app.metrics).await {
+        tracing::warn!(error = %e, "reading retention statistics for /metrics failed");
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -40,12 +40,15 @@ pub struct Feed {
     timeout: std::time::Duration,
     /// The node's replay budget: one permit per replay read.
     replays: Arc<Semaphore>,
+    /// The topic's first retained offset when the feed opened.
+    first: i64,
 }
 
 impl Feed {
-    /// Opens a feed. With `after` it first replays stored events after that offset; without,
-    /// it starts at the topic's current end. The hub subscription is taken before the topic's
-    /// end is read, so nothing committed in between can be missed.
+    /// Opens a feed. With `after` it first replays stored events after that offset (from the
+    /// first retained event, when retention has removed earlier ones); without, it starts at
+    /// the topic's current end. The hub subscription is taken before the topic's end is read,
+    /// so nothing committed in between can be missed.
     pub async fn open(
         live: &Live,
         pool: &PgPool,
@@ -58,7 +61,8 @@ impl Feed {
         }
         let rx = live.subscribe(topic.name.as_str());
         let buffer = (live.buffer(), live.buffer_bytes());
-        let head = topics::last_offset(pool, topic.name.as_str()).await?;
+        let bounds = topics::bounds(pool, topic.name.as_str()).await?;
+        let head = bounds.last;
         Ok(Feed {
             pool: pool.clone(),
             topic,
@@ -71,6 +75,7 @@ impl Feed {
             json: false,
             timeout: crate::events::READ_TIMEOUT,
             replays: live.replay_budget(),
+            first: bounds.first,
         })
     }
 
@@ -79,6 +84,12 @@ impl Feed {
     pub fn with_timeout(mut self, timeout: std::time::Duration) -> Feed {
         self.timeout = timeout;
         self
+    }
+
+    /// The topic's first retained offset when the feed opened: a replay asked for after an
+    /// earlier offset starts here.
+    pub fn first_offset(&self) -> i64 {
+        self.first
     }
 
     /// For a client that is sent each event's JSON ([`Batch::json`], websocket pushes): when a

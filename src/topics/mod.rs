@@ -1,13 +1,17 @@
 //! Topics: named event streams. Each topic owns two tables, `<name>_events` and
 //! `<name>_deliveries`, created and dropped in the same transaction as its row, so no reader
-//! or publisher can ever see a half-made topic.
+//! or publisher can ever see a half-made topic. Both are partitioned (`partitions.rs`), so
+//! retention drops whole partitions; `layout.rs` converts the plain tables of older topics.
 
+pub mod layout;
 mod name;
+pub mod partitions;
 
 pub use name::{MAX_IDENTIFIER_LEN, MAX_NAME_LEN, TopicName, TopicRef, parse_identifier};
 
 use crate::error::{Error, Result, UNDEFINED_TABLE, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};
+use crate::retention::{Policy, TopicDefaults};
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -25,11 +29,15 @@ pub struct Topic {
 #[derive(Clone)]
 pub struct Topics {
     pool: PgPool,
+    defaults: TopicDefaults,
 }
 
 /// DDL of a topic's tables. `{events}` and `{deliveries}` are replaced with quoted identifiers
 /// from [`TopicName`], never with client text. Indexes serve pulls by offset, by identifier and
 /// by name (the common filters); Postgres names them, so long topic names cannot collide.
+/// Events are partitioned by offset range, delivery attempts by the day they expire (their
+/// retention); `expires_at`'s default serves nodes of an earlier version, which do not set it.
+/// The partitions themselves are made by [`Topics::create`] and `partitions.rs`.
 const TOPIC_DDL: &str = r#"
 CREATE TABLE {events} (
     "offset"         bigint PRIMARY KEY,
@@ -46,11 +54,11 @@ CREATE TABLE {events} (
     occurred_at      timestamptz NOT NULL,
     context          jsonb NOT NULL DEFAULT '{}',
     inserted_at      timestamptz NOT NULL DEFAULT now()
-);
+) PARTITION BY RANGE ("offset");
 CREATE INDEX ON {events} (topic_identifier, "offset");
 CREATE INDEX ON {events} (name, "offset");
 CREATE TABLE {deliveries} (
-    id              uuid PRIMARY KEY,
+    id              uuid NOT NULL,
     subscription_id uuid NOT NULL,
     event_offset    bigint NOT NULL,
     event_id        uuid NOT NULL,
@@ -60,20 +68,39 @@ CREATE TABLE {deliveries} (
     error           text,
     duration_ms     integer NOT NULL DEFAULT 0,
     epoch           bigint NOT NULL DEFAULT 0,
-    attempted_at    timestamptz NOT NULL DEFAULT now()
-);
+    attempted_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at      timestamptz NOT NULL DEFAULT now() + interval '30 days'
+) PARTITION BY RANGE (expires_at);
 CREATE INDEX ON {deliveries} (subscription_id, event_offset);
 "#;
 
+/// Events partitions made with a topic: the first and the one after it, so the first burst
+/// never waits for a partition.
+const FIRST_PARTITIONS: i64 = 2;
+
 impl Topics {
-    /// The service over a pool.
+    /// The service over a pool; new topics keep their events forever, in partitions of the
+    /// default size.
     pub fn new(pool: PgPool) -> Self {
-        Topics { pool }
+        Self::with_defaults(pool, TopicDefaults::default())
     }
 
-    /// Creates a topic and its tables in one transaction.
-    #[tracing::instrument(skip(self), fields(topic = %name))]
+    /// The service with the node's defaults for new topics.
+    pub fn with_defaults(pool: PgPool, defaults: TopicDefaults) -> Self {
+        Topics { pool, defaults }
+    }
+
+    /// Creates a topic and its tables in one transaction, with the node's default retention.
     pub async fn create(&self, name: &TopicName) -> Result<Topic> {
+        self.create_with(name, None).await
+    }
+
+    /// Creates a topic and its tables (with their first partitions) and records its retention
+    /// (`None`: the node's default), in one transaction.
+    #[tracing::instrument(skip(self), fields(topic = %name))]
+    pub async fn create_with(&self, name: &TopicName, retention: Option<Policy>) -> Result<Topic> {
+        let policy = retention.unwrap_or(self.defaults.policy);
+        let span = self.defaults.partition_span;
         let mut tx = self.pool.begin().await?;
         let topic = sqlx::query_as::<_, Topic>(
             "INSERT INTO topics (id, name) VALUES ($1, $2) RETURNING id, name",
@@ -90,6 +117,31 @@ impl Topics {
             .execute(&mut *tx)
             .await
             .map_err(already_exists)?;
+        partitions::drop_orphans_of(&mut tx, name).await?;
+        for n in 1..=FIRST_PARTITIONS {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})",
+                partitions::qualified(&partitions::events_partition(name, n)),
+                name.events_table(),
+                1 + (n - 1) * span,
+                1 + n * span
+            )))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO topic_retention (name, max_age_seconds, max_events, max_bytes,
+                 drop_undelivered, partition_span, partition_base, deliveries_base)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, 'epoch')",
+        )
+        .bind(name.as_str())
+        .bind(policy.max_age_seconds())
+        .bind(policy.max_events.unwrap_or(0))
+        .bind(policy.max_bytes.unwrap_or(0))
+        .bind(policy.drop_undelivered)
+        .bind(span)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(topic)
     }
@@ -159,6 +211,8 @@ impl Topics {
         )))
         .execute(&mut *tx)
         .await?;
+        // Partitions a pruner detached and had not dropped yet.
+        partitions::drop_orphans_of(&mut tx, &name).await?;
         sqlx::query("DELETE FROM api_key_topics WHERE topic_name = $1")
             .bind(name.as_str())
             .execute(&mut *tx)
@@ -194,6 +248,37 @@ fn like_escape(needle: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The retained range of a topic: offsets `first..=last` can be read (`first > last` when
+/// retention has removed everything so far).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// First retained offset: the topic's low-water mark (1 until retention moves it).
+    pub first: i64,
+    /// Last visible offset (see [`last_offset`]).
+    pub last: i64,
+}
+
+impl Bounds {
+    /// Events retained: offsets are contiguous, so no count is needed.
+    pub fn retained(&self) -> i64 {
+        (self.last - self.first + 1).max(0)
+    }
+}
+
+/// The retained range of topic `name` in one query (the mark as [`last_offset`] reads it). NOT_FOUND without the topic.
+pub async fn bounds<'c>(db: impl sqlx::PgExecutor<'c>, name: &str) -> Result<Bounds> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT COALESCE(o.marked, 0),
+                COALESCE((SELECT r.first_offset FROM topic_retention r WHERE r.name = t.name), 1)
+         FROM topics t LEFT JOIN topic_offsets o ON o.name = t.name WHERE t.name = $1",
+    )
+    .bind(name)
+    .fetch_optional(db)
+    .await?;
+    let (last, first) = row.ok_or_else(|| Error::not_found("Topic not found"))?;
+    Ok(Bounds { first, last })
 }
 
 fn already_exists(e: sqlx::Error) -> Error {

@@ -139,6 +139,22 @@ test("an API key is created with its secret shown once, then revoked", async () 
   await shot("11-key-revoked");
 });
 
+test("a topic's retention is shown and changed, with errors beside the fields", async () => {
+  await page.goto(`${base}/topics`);
+  await page.click(`a[href="/topics/${topic}/retention"]`);
+  await page.locator("#policy", { hasText: "forever" }).waitFor();
+  await page.fill("#f-max_age", "soon");
+  await page.click("text=Save retention");
+  await page.locator("#f-max_age-error").waitFor();
+  assert.equal(await page.getAttribute("#f-max_age", "aria-invalid"), "true");
+  await shot("11a-retention-invalid");
+  await page.fill("#f-max_age", "7d");
+  await page.fill("#f-max_events", "1000000");
+  await page.click("text=Save retention");
+  await page.locator("#policy", { hasText: "at most 1w old, 1000000 events" }).waitFor();
+  await shot("11b-retention");
+});
+
 test("the other pages render: dead letters, users, cluster", async () => {
   for (const [p, name] of [["/dead-letters", "12-dead-letters"], ["/users", "13-users"], ["/cluster", "14-cluster"]]) {
     const r = await page.goto(`${base}${p}`);

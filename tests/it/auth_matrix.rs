@@ -200,6 +200,7 @@ async fn call(
         Rpc::CreateTopic => {
             let r = proto::CreateTopicRequest {
                 name: t.new_topic.clone(),
+                ..Default::default()
             };
             c.create_topic(req(b, r)).await.map(|_| ())
         }

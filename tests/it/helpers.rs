@@ -87,7 +87,10 @@ pub async fn create_topic(c: &TestCluster, name: &str) -> eventrelay::proto::Top
         .await
         .create_topic(authed(
             &c.admin,
-            eventrelay::proto::CreateTopicRequest { name: name.into() },
+            eventrelay::proto::CreateTopicRequest {
+                name: name.into(),
+                ..Default::default()
+            },
         ))
         .await
         .expect("create topic")

@@ -437,6 +437,7 @@ async fn through(kind: &str) {
         .unwrap();
     let topic = proto::CreateTopicRequest {
         name: "lb_orders".into(),
+        ..Default::default()
     };
     api.create_topic(authed(&admin, topic)).await.unwrap();
     let new = proto::NewSubscription {

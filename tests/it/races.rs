@@ -22,7 +22,13 @@ async fn create_and_drop_while_publishing_and_pulling() {
             for i in 0..15 {
                 let name = names[(i + w) % names.len()];
                 match api
-                    .create_topic(authed(&c.admin, CreateTopicRequest { name: name.into() }))
+                    .create_topic(authed(
+                        &c.admin,
+                        CreateTopicRequest {
+                            name: name.into(),
+                            ..Default::default()
+                        },
+                    ))
                     .await
                 {
                     Ok(r) => {

@@ -104,6 +104,7 @@ async fn bad_input_is_refused_and_nothing_is_half_made() {
             &c.admin,
             CreateTopicRequest {
                 name: "users".into(),
+                ..Default::default()
             },
         ))
         .await,
@@ -123,8 +124,14 @@ async fn bad_input_is_refused_and_nothing_is_half_made() {
     ];
     for name in bad {
         assert_code(
-            api.create_topic(authed(&c.admin, CreateTopicRequest { name: name.into() }))
-                .await,
+            api.create_topic(authed(
+                &c.admin,
+                CreateTopicRequest {
+                    name: name.into(),
+                    ..Default::default()
+                },
+            ))
+            .await,
             Code::InvalidArgument,
             None,
         );

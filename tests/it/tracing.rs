@@ -106,6 +106,7 @@ async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
         &admin,
         CreateTopicRequest {
             name: "traced".into(),
+            ..Default::default()
         },
     ))
     .await

@@ -22,7 +22,8 @@ const TAKEOVER: Duration = Duration::from_secs(10);
 /// The nodes' default ER_NODE_TTL_SECONDS: a node silent for longer is dead.
 const NODE_TTL: Duration = Duration::from_secs(5);
 
-struct ProcNode {
+/// A node as a child process of the real binary (shared with `retention_cluster`).
+pub(crate) struct ProcNode {
     name: String,
     child: Child,
     grpc: SocketAddr,
@@ -37,6 +38,11 @@ fn free_addr() -> SocketAddr {
 
 impl ProcNode {
     async fn spawn(db_url: &str, name: &str) -> ProcNode {
+        Self::spawn_with(db_url, name, &[]).await
+    }
+
+    /// A node with extra environment settings.
+    pub(crate) async fn spawn_with(db_url: &str, name: &str, env: &[(&str, &str)]) -> ProcNode {
         let (grpc, http) = (free_addr(), free_addr());
         let child = Command::new(env!("CARGO_BIN_EXE_eventrelay"))
             .arg("serve")
@@ -54,6 +60,7 @@ impl ProcNode {
                 "RUST_LOG",
                 std::env::var("ER_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -78,13 +85,13 @@ impl ProcNode {
         panic!("node {name} did not become ready");
     }
 
-    async fn client(&self) -> EventRelayClient<tonic::transport::Channel> {
+    pub(crate) async fn client(&self) -> EventRelayClient<tonic::transport::Channel> {
         EventRelayClient::connect(format!("http://{}", self.grpc))
             .await
             .expect("connect")
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         // std's kill is SIGKILL: no drain, no hand-over, the lock connection just drops.
         self.child.kill().expect("kill -9");
         let _ = self.child.wait();
@@ -134,6 +141,7 @@ async fn setup(n: usize, subs: usize) -> (Setup, Vec<String>) {
         &admin,
         proto::CreateTopicRequest {
             name: "orders".into(),
+            ..Default::default()
         },
     ))
     .await

@@ -154,8 +154,13 @@ impl Conn {
         };
         // A second join of the same topic replaces the first (as in Phoenix).
         self.channels.remove(&frame.topic);
-        // The reply is queued before the pump starts, so it precedes every push.
-        self.reply(&frame, "ok", json!({}));
+        // The reply is queued before the pump starts, so it precedes every push. It names the
+        // first retained offset: a resume from before it starts there.
+        let reply = feed.as_ref().map_or_else(
+            || json!({}),
+            |f| json!({ "first_offset": f.first_offset() }),
+        );
+        self.reply(&frame, "ok", reply);
         self.joined = true;
         let pump = feed.map(|feed| {
             let (out, kill, topic) = (self.out.clone(), self.kill.clone(), frame.topic.clone());

@@ -12,6 +12,7 @@ mod deliveries;
 mod events;
 mod forms;
 mod keys;
+mod retention;
 mod session;
 mod subscriptions;
 mod topics;
@@ -45,6 +46,7 @@ pub fn router(app: App) -> Router<App> {
         .route("/", get(|| async { Redirect::to("/topics") }))
         .route("/logout", post(session::logout))
         .merge(topics::routes())
+        .merge(retention::routes())
         .merge(events::routes())
         .merge(subscriptions::routes())
         .merge(keys::routes())

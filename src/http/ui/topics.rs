@@ -89,6 +89,7 @@ async fn render(
                                 td.mono { (t.id) }
                                 td.actions {
                                     a href={ "/topics/" (t.name) "/tail" } { "Live tail" }
+                                    a href={ "/topics/" (t.name) "/retention" } { "Retention" }
                                     a.danger href={ "/topics/" (t.name) "/delete" } { "Delete…" }
                                 }
                             }
@@ -138,7 +139,9 @@ async fn confirm_delete(
         .get_by_name(&name)
         .await?
         .ok_or_else(|| Error::not_found("Topic not found"))?;
-    let events = app.topics.last_offset(&name).await?;
+    let events = crate::topics::bounds(&app.pool, name.as_str())
+        .await?
+        .retained();
     let subs = app.subscriptions.count_for_topic(&name).await?;
     let body = html! {
         p { "Deleting topic " strong { (t.name) } " cannot be undone. It drops:" }

@@ -1,0 +1,80 @@
+//! Retention of the cluster-wide tables that grow with traffic but not per topic: dead letters
+//! (kept `ER_RETENTION_DEAD_LETTERS_DAYS`) and the live spill (kept
+//! `ER_RETENTION_SPILL_SECONDS`), plus partitions a pruner detached and did not get to drop.
+//! One node runs it at a time (the [`super::HOUSEKEEPING`] unit of the topic ownership).
+//!
+//! These tables are one each for the whole cluster and small beside the events (a dead letter
+//! is a producer's mistake, a spill a large live-only event while Redis is away), so they are
+//! cut with batched deletes through their time index rather than partitioned: each batch is a
+//! short transaction that locks only the rows it removes, and autovacuum hands the space to
+//! the next inserts, so the tables stay at the size of their retention window.
+
+use super::Settings;
+use crate::error::Result;
+use crate::topics::partitions;
+use sqlx::PgPool;
+
+/// Rows per delete: a short transaction however far behind the sweep is.
+const BATCH: i64 = 5_000;
+/// Batches per sweep at most, so one sweep after a long outage does not run for minutes.
+const MAX_BATCHES: usize = 200;
+
+/// What one sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Dead letters older than their retention.
+    pub dead_letters: u64,
+    /// Spilled live announcements older than theirs.
+    pub spill: u64,
+    /// Detached partitions left behind.
+    pub orphans: u64,
+}
+
+/// One sweep over the cluster-wide tables.
+pub async fn sweep(pool: &PgPool, settings: &Settings) -> Result<Swept> {
+    let mut swept = Swept::default();
+    for _ in 0..MAX_BATCHES {
+        let n = sqlx::query(
+            "DELETE FROM dead_letters WHERE id IN (
+                 SELECT id FROM dead_letters WHERE inserted_at < now() - make_interval(secs => $1)
+                 ORDER BY inserted_at LIMIT $2)",
+        )
+        .bind(settings.dead_letters.as_secs_f64())
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        swept.dead_letters += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    swept.spill =
+        sqlx::query("DELETE FROM live_spill WHERE created_at < now() - make_interval(secs => $1)")
+            .bind(settings.spill.as_secs_f64())
+            .execute(pool)
+            .await?
+            .rows_affected();
+    let orphans = {
+        let mut conn = pool.acquire().await?;
+        partitions::orphans(&mut conn, None).await?
+    };
+    for t in orphans {
+        if partitions::drop_orphan(pool, &t).await? {
+            swept.orphans += 1;
+        }
+    }
+    for (what, n) in [
+        ("dead_letters", swept.dead_letters),
+        ("live_spill", swept.spill),
+    ] {
+        if n > 0 {
+            sqlx::query("UPDATE retention_totals SET rows = rows + $2 WHERE what = $1")
+                .bind(what)
+                .bind(i64::try_from(n).unwrap_or(i64::MAX))
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(swept)
+}

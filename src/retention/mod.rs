@@ -1,0 +1,183 @@
+//! Retention: bounded growth of every table that grows with traffic.
+//!
+//! - Per topic, a [`Policy`] (by age, count, size, or forever) moves the topic's low-water
+//!   mark, `topic_retention.first_offset`: the first retained offset, where every reader
+//!   starts (pulls, streams, websocket joins, webhook cursors). Moving it is exact and costs
+//!   one row update; physically, whole partitions wholly below it are detached concurrently
+//!   and dropped, so neither readers nor writers wait for a prune (`topics::partitions`).
+//! - One pruner per topic in the cluster ([`Pruner`], elected by the same ownership as the
+//!   webhook workers) also keeps partitions made ahead of need, converts plain tables of
+//!   older topics online, drops expired attempt records, and keeps the statistics `/metrics`
+//!   and the UI show. One more unit of the same ownership sweeps dead letters and the live
+//!   spill (`housekeeping.rs`).
+//!
+//! Files: [`policy`] (the typed settings), `cut.rs` (where the mark moves), `size.rs` (bytes
+//! per chunk of offsets, for retention by size), `pruner.rs` (the owner's step and loop),
+//! `housekeeping.rs`, `stats.rs` (what the UI, the API and `/metrics` read).
+
+mod cut;
+pub mod gauges;
+mod housekeeping;
+pub mod policy;
+mod pruner;
+mod size;
+mod stats;
+
+pub use housekeeping::{Swept, sweep as housekeeping_step};
+pub use policy::{DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
+pub use pruner::{HOUSEKEEPING, Pruner, StepReport};
+pub use stats::{TopicRetention, TopicStats};
+
+use crate::auth::Principal;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::topics::Topic;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Node-wide retention settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// What new topics get.
+    pub defaults: TopicDefaults,
+    /// How often each topic's pruner runs its step.
+    pub interval: Duration,
+    /// Pause between two partition drops of one topic.
+    pub drop_pause: Duration,
+    /// How long attempt records that delivered are kept.
+    pub delivered_attempts: Duration,
+    /// How long other attempt records (failed, undeliverable, gone, skipped) are kept.
+    pub failed_attempts: Duration,
+    /// How long dead letters are kept.
+    pub dead_letters: Duration,
+    /// How long spilled live announcements are kept.
+    pub spill: Duration,
+}
+
+const DAY: u64 = 86_400;
+
+impl Settings {
+    /// From the node's configuration (validated there).
+    pub fn from_config(c: &Config) -> Result<Self> {
+        let policy = Policy::from_parts(
+            i64::try_from(c.retention_max_age_seconds).unwrap_or(i64::MAX),
+            i64::try_from(c.retention_max_events).unwrap_or(i64::MAX),
+            i64::try_from(c.retention_max_bytes).unwrap_or(i64::MAX),
+            c.retention_drop_undelivered,
+        )?;
+        Ok(Settings {
+            defaults: TopicDefaults {
+                policy,
+                partition_span: i64::try_from(c.retention_partition_events)
+                    .unwrap_or(DEFAULT_PARTITION_SPAN)
+                    .max(1),
+            },
+            interval: Duration::from_millis(c.retention_interval_ms.max(10)),
+            drop_pause: Duration::from_millis(c.retention_drop_pause_ms),
+            delivered_attempts: Duration::from_secs(c.retention_delivered_attempts_days * DAY),
+            failed_attempts: Duration::from_secs(c.retention_failed_attempts_days * DAY),
+            dead_letters: Duration::from_secs(c.retention_dead_letters_days * DAY),
+            spill: Duration::from_secs(c.retention_spill_seconds),
+        })
+    }
+
+    /// When an attempt record with `status`, made at `at`, expires.
+    pub fn attempt_expiry(&self, status: &str, at: DateTime<Utc>) -> DateTime<Utc> {
+        let keep = if status == "delivered" {
+            self.delivered_attempts
+        } else {
+            self.failed_attempts
+        };
+        at + chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::days(30))
+    }
+
+    /// The longest attempt retention (partitions ahead are made up to it).
+    pub fn attempts_horizon(&self) -> Duration {
+        self.delivered_attempts.max(self.failed_attempts)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            defaults: TopicDefaults::default(),
+            interval: Duration::from_secs(10),
+            drop_pause: Duration::from_secs(1),
+            delivered_attempts: Duration::from_secs(7 * DAY),
+            failed_attempts: Duration::from_secs(30 * DAY),
+            dead_letters: Duration::from_secs(30 * DAY),
+            spill: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Retention policies and statistics, on any node; cheap to clone.
+#[derive(Clone)]
+pub struct Retention {
+    pool: PgPool,
+    settings: Arc<Settings>,
+}
+
+impl Retention {
+    /// The service.
+    pub fn new(pool: PgPool, settings: Settings) -> Self {
+        Retention {
+            pool,
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The node's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A topic's retention and statistics. NOT_FOUND without the topic.
+    pub async fn topic(&self, name: &str) -> Result<TopicRetention> {
+        self.for_topics(&[name.to_owned()])
+            .await?
+            .remove(name)
+            .ok_or_else(|| Error::not_found("Topic not found"))
+    }
+
+    /// Retention and statistics of several topics at once (missing ones are left out).
+    pub async fn for_topics(&self, names: &[String]) -> Result<HashMap<String, TopicRetention>> {
+        stats::for_topics(&self.pool, names).await
+    }
+
+    /// Changes a topic's retention (admins only). It applies at the topic's next prune.
+    #[tracing::instrument(skip(self, p))]
+    pub async fn update(&self, p: &Principal, id: Uuid, policy: Policy) -> Result<Topic> {
+        p.require_admin("update topics")?;
+        let topic: Option<Topic> = sqlx::query_as(
+            "WITH t AS (SELECT id, name FROM topics WHERE id = $1), u AS (
+               INSERT INTO topic_retention AS r (name, max_age_seconds, max_events, max_bytes,
+                   drop_undelivered, partition_span)
+               SELECT name, $2, $3, $4, $5, $6 FROM t
+               ON CONFLICT (name) DO UPDATE SET max_age_seconds = $2, max_events = $3,
+                   max_bytes = $4, drop_undelivered = $5, updated_at = now()
+             )
+             SELECT id, name FROM t",
+        )
+        .bind(id)
+        .bind(policy.max_age_seconds())
+        .bind(policy.max_events.unwrap_or(0))
+        .bind(policy.max_bytes.unwrap_or(0))
+        .bind(policy.drop_undelivered)
+        .bind(self.settings.defaults.partition_span)
+        .fetch_optional(&self.pool)
+        .await?;
+        topic.ok_or_else(|| Error::not_found("Topic not found"))
+    }
+
+    /// Puts every topic's statistics, and the housekeeping totals, into `metrics` (for a
+    /// scrape of `/metrics`: one query; every node reports the same cluster-wide values).
+    pub async fn refresh_metrics(&self, metrics: &Metrics) -> Result<()> {
+        stats::refresh_metrics(&self.pool, metrics).await
+    }
+}
