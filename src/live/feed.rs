@@ -44,6 +44,9 @@ pub struct Feed {
     first: i64,
 }
 
+/// Longest a new feed waits for the bus to carry its topic from other nodes.
+const BUS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Feed {
     /// Opens a feed. With `after` it first replays stored events after that offset (from the
     /// first retained event, when retention has removed earlier ones); without, it starts at
@@ -60,6 +63,9 @@ impl Feed {
             return Err(Error::invalid("after_offset must not be negative"));
         }
         let rx = live.subscribe(topic.name.as_str());
+        // Events other nodes publish from here on reach this node before the client is told
+        // it is listening (bounded: a Redis that is away must not hold joins up).
+        live.carried(topic.name.as_str(), BUS_WAIT).await;
         let buffer = (live.buffer(), live.buffer_bytes());
         let bounds = topics::bounds(pool, topic.name.as_str()).await?;
         let head = bounds.last;

@@ -24,10 +24,10 @@ pub use feed::{Feed, REPLAY_BATCH};
 
 use crate::events::Event;
 use batch::WeakBatch;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
 /// Batches buffered per topic for slow listeners before they are considered lagging (the
 /// default of `ER_LIVE_BUFFER`).
@@ -90,6 +90,9 @@ pub struct Live {
     buffer_bytes: usize,
     // Turns to read Postgres for replays (see Feed): a reconnect storm waits here.
     replays: Arc<Semaphore>,
+    // The topics the cross-node bus receives, when it receives per topic (Redis): `None`
+    // until a bus says so, as without Redis every node hears every topic.
+    carried: Arc<watch::Sender<Option<Arc<HashSet<String>>>>>,
 }
 
 impl Default for Live {
@@ -119,6 +122,7 @@ impl Live {
             buffer: buffer.max(1),
             buffer_bytes: bytes,
             replays: Arc::new(Semaphore::new(REPLAY_CONCURRENCY)),
+            carried: Arc::new(watch::channel(None).0),
         }
     }
 
@@ -207,6 +211,21 @@ impl Live {
         topics.get(topic).is_some_and(|t| t.tx.receiver_count() > 0)
     }
 
+    /// The bus receives these topics from other nodes (it subscribes per topic, and says so
+    /// after each change).
+    pub fn set_carried(&self, topics: HashSet<String>) {
+        self.carried.send_replace(Some(Arc::new(topics)));
+    }
+
+    /// Waits, at most `bound`, until the bus receives `topic` from other nodes, so a client
+    /// that joined hears what other nodes publish after its join was answered (non-durable
+    /// events are never replayed). At once when the bus hears every topic anyway.
+    pub async fn carried(&self, topic: &str, bound: std::time::Duration) {
+        let mut rx = self.carried.subscribe();
+        let heard = rx.wait_for(|c| c.as_ref().is_none_or(|set| set.contains(topic)));
+        let _ = tokio::time::timeout(bound, heard).await;
+    }
+
     /// Resolves when a topic gains its first local listener (for the bus's subscriptions).
     pub async fn interest_changed(&self) {
         self.interest.notified().await;
@@ -227,6 +246,29 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn feeds_wait_for_the_bus_to_carry_their_topic_but_not_for_ever() {
+        let live = Live::new();
+        let bound = std::time::Duration::from_secs(1);
+        let start = tokio::time::Instant::now();
+        // No per-topic bus (no Redis): every topic is heard already.
+        live.carried("a", bound).await;
+        assert_eq!(start.elapsed(), std::time::Duration::ZERO);
+        live.set_carried(HashSet::new());
+        let waiting = {
+            let live = live.clone();
+            tokio::spawn(async move { live.carried("a", bound).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "waits for the subscription");
+        live.set_carried(HashSet::from(["a".to_owned()]));
+        waiting.await.unwrap();
+        assert!(start.elapsed() < bound, "released by the subscription");
+        // A topic the bus never takes up releases its feed at the bound.
+        live.carried("b", bound).await;
+        assert!(start.elapsed() >= bound);
+    }
 
     #[test]
     fn tracks_interest_and_admits_up_to_the_cap() {

@@ -97,6 +97,8 @@ pub(super) async fn receive(
     let _connection = client.connect();
     let _resubscriber = client.manage_subscriptions();
     let mut subscribed: HashSet<String> = HashSet::new();
+    // From now on joins wait (briefly) for their topic's subscription.
+    live.set_carried(HashSet::new());
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -155,4 +157,9 @@ async fn sync(
             subscribed.remove(channel);
         }
     }
+    let carried = subscribed
+        .iter()
+        .filter_map(|c| c.strip_prefix(prefix).map(str::to_owned))
+        .collect();
+    live.set_carried(carried);
 }
