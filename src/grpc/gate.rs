@@ -12,6 +12,7 @@
 //! The health and reflection services are not wrapped: probes and tools call them without
 //! credentials.
 
+use super::count::Counted;
 use crate::auth::{Auth, Principal};
 use crate::metrics::Metrics;
 use crate::proto::event_relay_server::EventRelayServer;
@@ -38,15 +39,18 @@ pub struct Gate<S> {
     inner: S,
     auth: Auth,
     metrics: Metrics,
+    max_events: usize,
 }
 
 impl<S> Gate<S> {
-    /// `inner` behind a gate that authenticates with `auth` and counts refusals in `metrics`.
-    pub fn new(inner: S, auth: Auth, metrics: Metrics) -> Self {
+    /// `inner` behind a gate that authenticates with `auth`, counts refusals in `metrics`, and
+    /// refuses a `PublishEvents` message of more than `max_events` events before it is decoded.
+    pub fn new(inner: S, auth: Auth, metrics: Metrics, max_events: usize) -> Self {
         Gate {
             inner,
             auth,
             metrics,
+            max_events,
         }
     }
 }
@@ -77,6 +81,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         let metrics = self.metrics.clone();
+        let max_events = self.max_events;
         Box::pin(async move {
             let start = std::time::Instant::now();
             let header = req
@@ -86,6 +91,11 @@ where
             match auth.authenticate_until(header).await {
                 Ok((principal, expires)) => {
                     req.extensions_mut().insert(Caller { principal, expires });
+                    if rpc_of(req.uri().path()) == "PublishEvents" {
+                        // Counted on the raw bytes: an allowed caller cannot make the node
+                        // decode more events than a request may hold.
+                        req = req.map(|body| Body::new(Counted::new(body, max_events)));
+                    }
                     inner.call(req).await
                 }
                 Err(e) => {
@@ -146,7 +156,12 @@ pub fn service(
     let server = EventRelayServer::new(super::Service::new(app.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_reply);
-    Gate::new(server, app.auth.clone(), app.metrics.clone())
+    Gate::new(
+        server,
+        app.auth.clone(),
+        app.metrics.clone(),
+        app.config.max_events_per_request,
+    )
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod call;
 mod control;
 mod convert;
+mod count;
 pub mod gate;
 mod keys;
 pub mod server;

@@ -1,12 +1,12 @@
-//! Hostile and careless gRPC clients against real nodes. The memory test runs the real binary
-//! as its own process, so the peak RSS it reads from `/proc` is the node's alone: ten clients
+//! Hostile and careless gRPC clients against real nodes. The memory tests run the real binary
+//! as its own process, so the peak RSS they read from `/proc` is the node's alone: ten clients
 //! hammer it with oversized and amplifying PublishEvents bodies (`0x12 0x00` repeated: one
 //! empty event per two bytes) without credentials, and the node must answer UNAUTHENTICATED
-//! without decoding them. Also: the message limit with credentials, the JWT-secret refusal,
+//! without decoding them; allowed callers sending such floods are refused on the raw event
+//! count, before decoding. Also: the message limit with credentials, the JWT-secret refusal,
 //! producer reads through subscriptions, the filter cap, the statement timeout, the capped
 //! count, stream opens under the pull rate limit, gRPC health following readiness, and
 //! /metrics on its own address.
-
 use crate::helpers::*;
 use crate::live_support::{Ws, by_sub, jwt};
 use bytes::Bytes;
@@ -39,6 +39,11 @@ struct ProcNode {
 
 impl ProcNode {
     async fn spawn(db_url: &str) -> ProcNode {
+        Self::spawn_with(db_url, &[]).await
+    }
+
+    /// The node with `env` added to its environment.
+    async fn spawn_with(db_url: &str, env: &[(&str, &str)]) -> ProcNode {
         eventrelay::install_crypto_provider();
         let (grpc, http) = (free_addr(), free_addr());
         let child = Command::new(node_bin())
@@ -50,6 +55,7 @@ impl ProcNode {
             .env("ER_JWT_SECRET", jwt_secret())
             .env("ER_DB_POOL_SIZE", "6")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -180,6 +186,68 @@ async fn oversized_messages_are_refused_even_with_credentials() {
     }
     // Within the limit the same node still serves.
     publish(&c, 0, "users", vec![event("e", "{}")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn allowed_producers_cannot_make_the_node_decode_floods_of_empty_events() {
+    let db = TestDb::create().await;
+    // Every caller allowed (no keys): what is measured is the count before decoding.
+    let node = ProcNode::spawn_with(&db.url, &[("ER_AUTH_ENABLED", "false")]).await;
+    let before = node.status_kb("VmHWM:");
+    let url = format!("http://{}/eventrelay.EventRelay/PublishEvents", node.grpc);
+    // Just under the 4 MiB message limit: two million empty events, half a gigabyte decoded.
+    let body = empty_events((4 << 20) - 64);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (url, body) = (url.clone(), body.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap();
+            let mut refused = 0;
+            while Instant::now() < deadline {
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/grpc")
+                    .header("te", "trailers")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("the node answers");
+                let message = r.headers().get("grpc-message").cloned();
+                assert_eq!(r.headers().get("grpc-status").unwrap(), "3", "{message:?}");
+                let message = message.unwrap();
+                // grpc-message is percent-encoded.
+                assert!(
+                    message
+                        .to_str()
+                        .unwrap()
+                        .starts_with("too%20many%20events:%202097"),
+                    "{message:?}"
+                );
+                refused += 1;
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for c in clients {
+        refused += c.await.unwrap();
+    }
+    let peak = node.status_kb("VmHWM:");
+    eprintln!(
+        "{refused} floods refused; peak RSS {} MB (at start {} MB)",
+        peak / 1024,
+        before / 1024
+    );
+    assert!(refused >= 8);
+    assert!(
+        peak < 200 * 1024,
+        "peak RSS {} MB while allowed clients sent floods of empty events",
+        peak / 1024
+    );
 }
 
 #[tokio::test]
