@@ -248,7 +248,6 @@ mod tests {
                 })
                 .collect(),
             durable: true,
-            ..Default::default()
         }
     }
 
