@@ -67,6 +67,11 @@ impl Auth {
         }
     }
 
+    /// Whether API keys are required (false: every caller is an anonymous admin).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// The key store.
     pub fn keys(&self) -> &ApiKeys {
         &self.keys

@@ -89,7 +89,7 @@ pub async fn open(
     let state = State {
         turn: Box::pin(async move { drain.turn(slot).await }),
         keepalive: keepalive.then(|| {
-            let every = app.config.keepalive();
+            let every = app.grpc.keepalive;
             tokio::time::interval_at(tokio::time::Instant::now() + every, every)
         }),
         app: app.clone(),

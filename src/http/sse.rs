@@ -130,7 +130,7 @@ async fn open(
         _places: (permit, place),
     };
     let events = futures::stream::unfold(state, next);
-    let keepalive = KeepAlive::new().interval(app.config.keepalive());
+    let keepalive = KeepAlive::new().interval(app.http.keepalive);
     let headers = [
         // nginx buffers responses unless told not to, which would hold events back.
         ("x-accel-buffering", "no"),

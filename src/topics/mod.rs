@@ -6,12 +6,13 @@
 pub mod layout;
 mod name;
 pub mod partitions;
+pub mod policy;
 
 pub use name::{MAX_IDENTIFIER_LEN, MAX_NAME_LEN, TopicName, TopicRef, parse_identifier};
+pub use policy::{DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
 
 use crate::error::{Error, Result, UNDEFINED_TABLE, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};
-use crate::retention::{Policy, TopicDefaults};
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use uuid::Uuid;

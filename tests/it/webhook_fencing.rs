@@ -47,7 +47,15 @@ async fn a_deposed_owner_cannot_move_the_cursor() {
     let id = sub_id(&sub);
     backlog_without_owner(&mut c, id, 3).await;
 
-    let delivery = Delivery::new(c.pool.clone(), &c.config, Live::new(), Metrics::new()).unwrap();
+    let settings = c.config.settings().unwrap();
+    let delivery = Delivery::new(
+        c.pool.clone(),
+        &settings.delivery,
+        settings.retention,
+        Live::new(),
+        Metrics::new(),
+    )
+    .unwrap();
     let node = Uuid::new_v4();
     let e1 = store::acquire(&c.pool, id, node).await.unwrap().unwrap();
     let mut old = delivery.worker(id, e1).await.unwrap();
@@ -196,7 +204,15 @@ async fn the_rate_limit_spaces_deliveries() {
     // Paused (so the node lets go of it) while the events are published, then the node stops.
     backlog_without_owner(&mut c, id, 2).await;
 
-    let delivery = Delivery::new(c.pool.clone(), &c.config, Live::new(), Metrics::new()).unwrap();
+    let settings = c.config.settings().unwrap();
+    let delivery = Delivery::new(
+        c.pool.clone(),
+        &settings.delivery,
+        settings.retention,
+        Live::new(),
+        Metrics::new(),
+    )
+    .unwrap();
     let epoch = store::acquire(&c.pool, id, Uuid::new_v4())
         .await
         .unwrap()

@@ -187,7 +187,7 @@ impl Conn {
         id: Uuid,
         (consumer, producer): (Option<&str>, Option<&str>),
     ) -> Option<(Grant, Grant)> {
-        if !self.app.config.auth_enabled {
+        if !self.app.auth.enabled() {
             let p = Principal::anonymous_admin();
             return Some((Some((p.clone(), None)), Some((p, None))));
         }

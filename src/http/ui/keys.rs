@@ -4,7 +4,7 @@
 
 use super::forms::{Errors, Input, field, message};
 use super::session::CurrentUser;
-use super::{UiResult, admin, layout, respond, see_other};
+use super::{UiResult, as_admin, layout, respond, see_other};
 use crate::app::App;
 use crate::auth::{ApiKey, KeyType};
 use crate::error::{Error, Result};
@@ -194,7 +194,7 @@ async fn render_detail(
     let p = app.auth.keys().principal(id).await?;
     let subs = app
         .subscriptions
-        .list(&admin(), PageRequest::new(1, 200))
+        .list(&as_admin(), PageRequest::new(1, 200))
         .await?
         .items;
     let name = if k.name.is_empty() {
