@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::retention::{Pruner, Retention};
 use crate::subscriptions::Subscriptions;
 use crate::topics::Topics;
+use crate::usecases::TopicAdmin;
 use crate::users::Users;
 use anyhow::Context;
 use sqlx::PgPool;
@@ -37,6 +38,8 @@ pub struct App {
     pub pool: PgPool,
     /// Topics.
     pub topics: Topics,
+    /// Topic management as callers may do it (authorized, with retention).
+    pub topic_admin: TopicAdmin,
     /// Events.
     pub events: Events,
     /// Subscriptions.
@@ -166,9 +169,12 @@ impl App {
             metrics.clone(),
         )
         .context("starting the cluster bus (REDIS_URL)")?;
+        let topics = Topics::with_defaults(pool.clone(), retention.defaults);
+        let retention_service = Retention::new(pool.clone(), retention);
         Ok(App {
-            topics: Topics::with_defaults(pool.clone(), retention.defaults),
-            retention: Retention::new(pool.clone(), retention),
+            topics: topics.clone(),
+            topic_admin: TopicAdmin::new(topics, retention_service.clone()),
+            retention: retention_service,
             events: Events::new(
                 pool.clone(),
                 writer.clone(),

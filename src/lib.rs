@@ -30,6 +30,7 @@ pub mod retention;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod topics;
+pub mod usecases;
 pub mod users;
 
 /// Generated protobuf and gRPC code for package `eventrelay`.

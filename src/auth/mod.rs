@@ -4,10 +4,13 @@
 //! always re-checking the secret's hash, so a wrong secret never passes (the original cached
 //! by key alone for an hour) and a revoked key is refused everywhere within the TTL.
 
+mod admin;
+mod join;
 mod jwt;
 mod keys;
 mod principal;
 
+pub use join::Grant;
 pub use jwt::{Claims, DEFAULT_TTL_SECONDS, Jwt, looks_like_jwt};
 pub use keys::{ApiKey, ApiKeys};
 pub use principal::{KeyType, Principal, SubscriptionGrant, TopicGrant};

@@ -5,6 +5,7 @@
 //! checks it once and turns it into the typed sections the node's modules are handed
 //! (`sections.rs`).
 
+mod parse;
 mod schedule;
 mod sections;
 
