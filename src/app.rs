@@ -5,11 +5,12 @@ use crate::auth::{ApiKeys, Auth, Jwt};
 use crate::cluster::bus::Bus;
 use crate::cluster::membership::NodeId;
 use crate::cluster::ownership::Ownership;
+use crate::cluster::status::ClusterStatus;
 use crate::config::{self, Settings};
 use crate::db;
 use crate::delivery::Delivery;
 use crate::events::{Events, Writer};
-use crate::live::Live;
+use crate::live::{Feeds, Live};
 use crate::metrics::Metrics;
 use crate::retention::{Pruner, Retention};
 use crate::subscriptions::Subscriptions;
@@ -34,8 +35,13 @@ pub struct App {
     pub grpc: config::Grpc,
     /// The HTTP section of the configuration (websockets, SSE, the UI).
     pub http: Arc<config::Http>,
-    /// The shared Postgres pool.
-    pub pool: PgPool,
+    /// The shared Postgres pool (closed by the node when it stops; services hold their own
+    /// handles to it).
+    pub(crate) pool: PgPool,
+    /// Live feeds (replay, then the hub) for websockets, streams and SSE.
+    pub feeds: Feeds,
+    /// What operators see of the cluster: nodes and owners.
+    pub cluster: ClusterStatus,
     /// Topics.
     pub topics: Topics,
     /// Topic management as callers may do it (authorized, with retention).
@@ -169,6 +175,7 @@ impl App {
             metrics.clone(),
         )
         .context("starting the cluster bus (REDIS_URL)")?;
+        let live_hub = live.clone();
         let topics = Topics::with_defaults(pool.clone(), retention.defaults);
         let retention_service = Retention::new(pool.clone(), retention);
         Ok(App {
@@ -201,11 +208,18 @@ impl App {
             drain: crate::drain::Drain::new(node.drain_spread, http.ws_max_connection_age),
             cluster_stop,
             bus_stop,
+            feeds: Feeds::new(live_hub, pool.clone()),
+            cluster: ClusterStatus::new(pool.clone(), node.ttl),
             pool,
             node: Arc::new(node),
             grpc,
             http: Arc::new(http),
         })
+    }
+
+    /// Whether every migration this node knows is applied (Postgres answers and is current).
+    pub async fn migrations_applied(&self) -> bool {
+        db::migrations_applied(&self.pool).await
     }
 
     /// Whether the node is shutting down (readiness reports false).

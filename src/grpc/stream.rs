@@ -80,7 +80,9 @@ pub async fn open(
     let permit = app.live.admit().ok_or_else(|| {
         Error::Unavailable("node is at its connection limit; connect to another".into())
     })?;
-    let feed = Feed::open(&app.live, &app.pool, topic, filters, r.after_offset)
+    let feed = app
+        .feeds
+        .open(topic, filters, r.after_offset)
         .await?
         .with_timeout(app.events.pull_timeout());
     let first = feed.first_offset();

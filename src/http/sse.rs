@@ -114,9 +114,7 @@ async fn open(
         name: TopicName::parse(&sub.topic_name)?,
         identifier: (!sub.topic_identifier.is_empty()).then_some(sub.topic_identifier),
     };
-    let feed = Feed::open(&app.live, &app.pool, topic, vec![], after)
-        .await?
-        .with_json();
+    let feed = app.feeds.open(topic, vec![], after).await?.with_json();
     let drain = app.drain.clone();
     let slot = drain.slot();
     let state = Stream {

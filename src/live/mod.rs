@@ -20,7 +20,7 @@ mod feed;
 
 pub use access::{ACCESS_CHECK, Access, Lost, Target};
 pub use batch::Batch;
-pub use feed::{Feed, REPLAY_BATCH};
+pub use feed::{Feed, Feeds, REPLAY_BATCH};
 
 use crate::events::Event;
 use batch::WeakBatch;

@@ -147,6 +147,11 @@ impl Topics {
         Ok(topic)
     }
 
+    /// The offsets a topic holds: its first retained and its last stored.
+    pub async fn bounds(&self, name: &TopicName) -> Result<Bounds> {
+        bounds(&self.pool, name.as_str()).await
+    }
+
     /// Lists topics by name, a page at a time.
     pub async fn list(&self, req: PageRequest) -> Result<Page<Topic>> {
         self.search(req, "").await

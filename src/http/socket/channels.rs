@@ -185,7 +185,7 @@ impl Conn {
             name: TopicName::parse(&sub.topic_name)?,
             identifier: (!sub.topic_identifier.is_empty()).then_some(sub.topic_identifier),
         };
-        let feed = Feed::open(&app.live, &app.pool, topic, vec![], after).await?;
+        let feed = app.feeds.open(topic, vec![], after).await?;
         Ok(feed.with_json())
     }
 

@@ -7,7 +7,6 @@ use super::forms::{Errors, Input, field, message, pager};
 use super::session::CurrentUser;
 use super::{UiResult, as_admin, layout, respond, see_other};
 use crate::app::App;
-use crate::cluster::status;
 use crate::error::Error;
 use crate::events::format_time;
 use crate::page::PageRequest;
@@ -103,7 +102,7 @@ async fn delivery_section(
     replay_value: &str,
     errors: &Errors,
 ) -> Result<Markup, Error> {
-    let pos = status::position(&app.pool, s.id, app.node.ttl).await?;
+    let pos = app.cluster.position(s.id).await?;
     let req = PageRequest::new(page, 25);
     let d = app.delivery.deliveries(&as_admin(), s.id, req).await?;
     Ok(html! {
@@ -191,7 +190,7 @@ async fn replay(
 /// GET /cluster: nodes, heartbeats and ownership.
 pub async fn cluster(State(app): State<App>, Extension(user): Extension<CurrentUser>) -> UiResult {
     let ttl = app.node.ttl;
-    let nodes = status::nodes(&app.pool, ttl).await?;
+    let nodes = app.cluster.nodes().await?;
     let body = html! {
         p { "This page was served by " strong { (app.node.name) } ". A node counts as alive while its heartbeat is younger than " (ttl.as_secs()) " s; Redis is "
             @if app.redis.is_some() { "configured" } @else { "not configured (live events travel over Postgres NOTIFY)" } "." }

@@ -143,9 +143,7 @@ async fn confirm_delete(
         .get_by_name(&name)
         .await?
         .ok_or_else(|| Error::not_found("Topic not found"))?;
-    let events = crate::topics::bounds(&app.pool, name.as_str())
-        .await?
-        .retained();
+    let events = app.topics.bounds(&name).await?.retained();
     let subs = app.subscriptions.count_for_topic(&name).await?;
     let body = html! {
         p { "Deleting topic " strong { (t.name) } " cannot be undone. It drops:" }
