@@ -180,7 +180,7 @@ pub struct Config {
     pub webhook_allowed_networks: Vec<ipnet::IpNet>,
 
     /// Default delays before each webhook attempt, in seconds; the last repeats.
-    #[arg(long, env = "ER_WEBHOOK_RETRY_SCHEDULE", default_value = DEFAULT_SCHEDULE, value_parser = RetrySchedule::parse)]
+    #[arg(long, env = "ER_WEBHOOK_RETRY_SCHEDULE", default_value = DEFAULT_SCHEDULE, value_parser = RetrySchedule::parse_setting)]
     pub webhook_retry_schedule: RetrySchedule,
 
     /// Default attempts per event before it is marked undeliverable.
@@ -450,7 +450,12 @@ mod tests {
             std::time::Duration::from_millis(500)
         );
         let e = parse("0,soon").err().unwrap().to_string();
-        assert!(e.contains("\"soon\" is not a number of seconds"), "{e}");
+        assert!(
+            e.contains(
+                "\"soon\" is not a number of seconds (0 to 604800) (ER_WEBHOOK_RETRY_SCHEDULE)"
+            ),
+            "{e}"
+        );
         let c = Config::for_database("postgres://x");
         assert_eq!(c.webhook_retry_schedule, RetrySchedule::default());
         let s = c.settings().unwrap();

@@ -34,6 +34,11 @@ impl RetrySchedule {
         Ok(RetrySchedule(delays))
     }
 
+    /// Parses `ER_WEBHOOK_RETRY_SCHEDULE` (clap's value parser): the message names it.
+    pub fn parse_setting(s: &str) -> Result<Self, String> {
+        Self::parse(s).map_err(|e| format!("{e} (ER_WEBHOOK_RETRY_SCHEDULE)"))
+    }
+
     /// The delay before attempt `n` (1-based), without jitter.
     pub fn delay_before(&self, attempt: u32) -> Duration {
         let i = (attempt.max(1) - 1) as usize;
