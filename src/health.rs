@@ -36,7 +36,7 @@ impl Readiness {
 
 /// Checks readiness now.
 pub async fn check(app: &App) -> Readiness {
-    let postgres = tokio::time::timeout(CHECK_TIMEOUT, crate::db::migrations_applied(&app.pool))
+    let postgres = tokio::time::timeout(CHECK_TIMEOUT, app.migrations_applied())
         .await
         .unwrap_or(false);
     Readiness {

@@ -1,9 +1,11 @@
 //! EventRelay: an event streaming and storage server on Postgres.
 //!
 //! The library holds everything; `main.rs` only parses the command line and calls [`run`].
-//! Layers, each knowing only the one below it:
-//! transports ([`grpc`], [`http`]) → domain services ([`topics`], [`events`], [`subscriptions`],
-//! [`auth`], [`live`]) → infrastructure ([`db`], [`config`], [`telemetry`]).
+//! Layers, each knowing only the ones below it (no module cycles; `scripts/module-cycles`):
+//! the node ([`node`]: listeners, wiring, drain) → transports ([`grpc`], [`http`]) → the
+//! node's services ([`app`]) → domain services ([`topics`], [`events`], [`subscriptions`],
+//! [`delivery`], [`retention`], [`auth`], [`live`]) → [`cluster`] → infrastructure ([`db`],
+//! [`config`], [`telemetry`], [`metrics`]). `docs/architecture.md` maps every module.
 
 pub mod app;
 pub mod auth;
@@ -20,6 +22,7 @@ pub mod health;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod node;
 pub mod page;
 pub mod ratelimit;
 pub mod redis;
@@ -27,6 +30,7 @@ pub mod retention;
 pub mod subscriptions;
 pub mod telemetry;
 pub mod topics;
+pub mod usecases;
 pub mod users;
 
 /// Generated protobuf and gRPC code for package `eventrelay`.
@@ -45,9 +49,10 @@ pub mod proto {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub use app::{App, Listeners, run};
+pub use app::App;
 pub use config::Config;
 pub use error::{Error, Result};
+pub use node::{Listeners, run};
 
 /// Installs the process-wide TLS crypto provider (ring) once; later calls do nothing.
 /// reqwest and sqlx use rustls without a built-in provider, to avoid building aws-lc.

@@ -72,10 +72,14 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry =
         eventrelay::telemetry::init(cli.config.log_format, cli.config.otlp_endpoint.as_deref());
     eventrelay::install_crypto_provider();
-    if let Err(e) = cli.config.validate() {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // `serve` checks the configuration as it turns it into its typed sections (`run`).
+    if !matches!(command, Command::Serve)
+        && let Err(e) = cli.config.validate()
+    {
         anyhow::bail!("invalid configuration: {e}");
     }
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(cli.config).await,
         Command::Migrate => {
             let pool = eventrelay::db::connect(&cli.config.database_url, 2).await?;

@@ -64,6 +64,17 @@ impl<T> Page<T> {
             total_pages,
         }
     }
+
+    /// The same page with each item turned into another.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            total_count: self.total_count,
+            next_page: self.next_page,
+            previous_page: self.previous_page,
+            total_pages: self.total_pages,
+        }
+    }
 }
 
 /// Clamps a count to the i32 of the wire format.

@@ -3,6 +3,7 @@
 //! cluster-wide. While Redis is away each node counts on its own (a limit then holds per node),
 //! and switches back by itself.
 
+use crate::config::RateLimits;
 use crate::error::{Error, Result};
 use fred::prelude::*;
 use std::collections::HashMap;
@@ -35,27 +36,13 @@ impl CallKind {
     }
 }
 
-/// Requests per second per key for each kind; 0 means unlimited.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Durable publishes.
-    pub durable_publish: u64,
-    /// Live (non-durable) publishes.
-    pub live_publish: u64,
-    /// Pulls and streams.
-    pub pull: u64,
-    /// Admin calls.
-    pub admin: u64,
-}
-
-impl Limits {
-    fn of(&self, kind: CallKind) -> u64 {
-        match kind {
-            CallKind::DurablePublish => self.durable_publish,
-            CallKind::LivePublish => self.live_publish,
-            CallKind::Pull => self.pull,
-            CallKind::Admin => self.admin,
-        }
+/// The limit of `kind` in `limits`.
+fn limit_of(limits: &RateLimits, kind: CallKind) -> u64 {
+    match kind {
+        CallKind::DurablePublish => limits.durable_publish,
+        CallKind::LivePublish => limits.live_publish,
+        CallKind::Pull => limits.pull,
+        CallKind::Admin => limits.admin,
     }
 }
 
@@ -64,7 +51,7 @@ const LOCAL_KEEP_WINDOWS: u64 = 2;
 
 /// The limiter of one node.
 pub struct RateLimiter {
-    limits: Limits,
+    limits: RateLimits,
     redis: Option<Client>,
     prefix: String,
     /// Unix second until which Redis is considered away after a failed command.
@@ -84,7 +71,7 @@ fn now_secs() -> u64 {
 impl RateLimiter {
     /// A limiter; `redis` None counts per node only.
     pub fn new(
-        limits: Limits,
+        limits: RateLimits,
         redis: Option<Client>,
         cluster: &str,
         metrics: crate::metrics::Metrics,
@@ -102,7 +89,7 @@ impl RateLimiter {
     /// Counts one call of `kind` by `key` for `rpc`; over the limit is RESOURCE_EXHAUSTED with
     /// the original's message.
     pub async fn check(&self, key: Uuid, kind: CallKind, rpc: &str) -> Result<()> {
-        let max = self.limits.of(kind);
+        let max = limit_of(&self.limits, kind);
         if max == 0 {
             return Ok(());
         }
@@ -166,7 +153,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_windows_count_per_key_and_kind() {
-        let limits = Limits {
+        let limits = RateLimits {
             durable_publish: 2,
             live_publish: 0,
             pull: 1,

@@ -4,10 +4,13 @@
 //! always re-checking the secret's hash, so a wrong secret never passes (the original cached
 //! by key alone for an hour) and a revoked key is refused everywhere within the TTL.
 
+mod admin;
+mod join;
 mod jwt;
 mod keys;
 mod principal;
 
+pub use join::Grant;
 pub use jwt::{Claims, DEFAULT_TTL_SECONDS, Jwt, looks_like_jwt};
 pub use keys::{ApiKey, ApiKeys};
 pub use principal::{KeyType, Principal, SubscriptionGrant, TopicGrant};
@@ -65,6 +68,11 @@ impl Auth {
             enabled,
             cache: Arc::new(TtlCache::new(CACHE_TTL, CACHE_MAX)),
         }
+    }
+
+    /// Whether API keys are required (false: every caller is an anonymous admin).
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// The key store.

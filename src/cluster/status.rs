@@ -48,6 +48,35 @@ type NodeRow = (
     Vec<i64>,
 );
 
+/// What operators see of the cluster, for a node whose heartbeat TTL is `ttl`; cheap to clone.
+#[derive(Clone)]
+pub struct ClusterStatus {
+    pool: PgPool,
+    ttl: Duration,
+}
+
+impl ClusterStatus {
+    /// The view over a pool.
+    pub fn new(pool: PgPool, ttl: Duration) -> Self {
+        ClusterStatus { pool, ttl }
+    }
+
+    /// How long a node without a heartbeat still counts as alive.
+    pub fn node_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Every node, alive first, with what each owns.
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        nodes(&self.pool, self.ttl).await
+    }
+
+    /// The position and owner of one subscription.
+    pub async fn position(&self, subscription: Uuid) -> Result<SubscriptionPosition> {
+        position(&self.pool, subscription, self.ttl).await
+    }
+}
+
 /// Every node in the membership table, alive first, with what each owns.
 pub async fn nodes(pool: &PgPool, ttl: Duration) -> Result<Vec<NodeStatus>> {
     let rows: Vec<NodeRow> = sqlx::query_as(

@@ -21,7 +21,7 @@ pub use settings::{OnExhausted, RetrySchedule, Settings};
 pub use store::Delivery as DeliveryRecord;
 pub use worker::{Step, StopReason, Worker};
 
-use crate::config::Config;
+use crate::config;
 use crate::error::{Error, Result};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -52,11 +52,18 @@ struct Inner {
 }
 
 impl Delivery {
-    /// The service; fails only if the HTTP client cannot be built.
-    pub fn new(pool: PgPool, config: &Config, live: Live, metrics: Metrics) -> Result<Self> {
+    /// The service; fails only if the HTTP client cannot be built. `retention` says how long
+    /// attempt records are kept.
+    pub fn new(
+        pool: PgPool,
+        config: &config::Delivery,
+        retention: crate::retention::Settings,
+        live: Live,
+        metrics: Metrics,
+    ) -> Result<Self> {
         let client = WebhookClient::new(
-            Duration::from_millis(config.webhook_connect_timeout_ms),
-            NetworkPolicy::new(config.webhook_allowed_networks.clone()),
+            config.connect_timeout,
+            NetworkPolicy::new(config.allowed_networks.clone()),
         )
         .map_err(|e| Error::Internal(e.into()))?;
         Ok(Delivery {
@@ -65,12 +72,11 @@ impl Delivery {
                 pool,
                 client,
                 defaults: Settings::defaults(config),
-                permits: Semaphore::new(config.webhook_max_concurrency.max(1)),
+                permits: Semaphore::new(config.max_concurrency),
                 live,
                 metrics,
-                poll: Duration::from_millis(config.webhook_poll_ms.max(10)),
-                // Validated at start (Config::validate); the defaults only for embedders.
-                retention: crate::retention::Settings::from_config(config).unwrap_or_default(),
+                poll: config.poll,
+                retention,
             }),
         })
     }

@@ -1,56 +1,12 @@
-//! Delivery settings of one subscription: the node-wide defaults from [`Config`], overridden
-//! per subscription by keys of its `config` map. Parsed once when a worker starts, so a bad
-//! value is reported (and the default used) instead of failing every attempt.
+//! Delivery settings of one subscription: the node-wide defaults (the `Delivery` section of
+//! the configuration), overridden per subscription by keys of its `config` map. Parsed once
+//! when a worker starts, so a bad value is reported (and the default used) instead of failing
+//! every attempt.
 
-use crate::config::Config;
-use rand::Rng;
+use crate::config;
+pub use crate::config::RetrySchedule;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// The default retry schedule, in seconds: the first attempt at once, then 5 s, 30 s, 2 min,
-/// 5 min, 30 min, 1 h, 2 h, and every 4 h after that.
-pub const DEFAULT_SCHEDULE: &str = "0,5,30,120,300,1800,3600,7200,14400";
-
-/// Delays before each attempt; the last one repeats for every later attempt.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RetrySchedule(Vec<Duration>);
-
-impl RetrySchedule {
-    /// Parses comma-separated seconds (fractions allowed): `"0,5,30"`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let delays = s
-            .split(',')
-            .map(|part| {
-                let part = part.trim();
-                part.parse::<f64>()
-                    .ok()
-                    .filter(|v| v.is_finite() && *v >= 0.0 && *v <= 7.0 * 86_400.0)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| format!("{part:?} is not a number of seconds (0 to 604800)"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if delays.is_empty() {
-            return Err("the retry schedule is empty".into());
-        }
-        Ok(RetrySchedule(delays))
-    }
-
-    /// The delay before attempt `n` (1-based), without jitter.
-    pub fn delay_before(&self, attempt: u32) -> Duration {
-        let i = (attempt.max(1) - 1) as usize;
-        self.0.get(i).or(self.0.last()).copied().unwrap_or_default()
-    }
-
-    /// The delay before attempt `n` with ±10 % jitter, so receivers that failed together are
-    /// not retried in lockstep.
-    pub fn jittered_delay_before(&self, attempt: u32) -> Duration {
-        let d = self.delay_before(attempt);
-        if d.is_zero() {
-            return d;
-        }
-        d.mul_f64(rand::rng().random_range(0.9..1.1))
-    }
-}
 
 /// What happens when an event has failed its maximum number of attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,18 +34,17 @@ pub struct Settings {
 
 impl Settings {
     /// The node-wide defaults.
-    pub fn defaults(config: &Config) -> Self {
+    pub fn defaults(config: &config::Delivery) -> Self {
         Settings {
-            schedule: RetrySchedule::parse(&config.webhook_retry_schedule)
-                .unwrap_or_else(|_| RetrySchedule(vec![Duration::ZERO])),
-            max_attempts: config.webhook_max_attempts.max(1),
-            on_exhausted: if config.webhook_pause_on_exhausted {
+            schedule: config.retry_schedule.clone(),
+            max_attempts: config.max_attempts,
+            on_exhausted: if config.pause_on_exhausted {
                 OnExhausted::Pause
             } else {
                 OnExhausted::Skip
             },
-            timeout: Duration::from_millis(config.webhook_timeout_ms),
-            rate_limit: (config.webhook_rate_limit > 0.0).then_some(config.webhook_rate_limit),
+            timeout: config.timeout,
+            rate_limit: config.rate_limit,
         }
     }
 
@@ -148,32 +103,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schedules_parse_and_repeat_their_last_delay() {
-        let s = RetrySchedule::parse(DEFAULT_SCHEDULE).unwrap();
-        assert_eq!(s.delay_before(1), Duration::ZERO);
-        assert_eq!(s.delay_before(2), Duration::from_secs(5));
-        assert_eq!(s.delay_before(9), Duration::from_secs(14_400));
-        assert_eq!(s.delay_before(20), Duration::from_secs(14_400));
-        let s = RetrySchedule::parse("0, 0.25").unwrap();
-        assert_eq!(s.delay_before(3), Duration::from_millis(250));
-        for bad in ["", "a", "1,,2", "-1", "NaN", "1e9"] {
-            assert!(RetrySchedule::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        let s = RetrySchedule::parse("0,10").unwrap();
-        assert_eq!(s.jittered_delay_before(1), Duration::ZERO);
-        for _ in 0..100 {
-            let d = s.jittered_delay_before(2).as_secs_f64();
-            assert!((9.0..=11.0).contains(&d), "{d}");
-        }
-    }
-
-    #[test]
     fn subscription_config_overrides_defaults_and_reports_bad_values() {
-        let defaults = Settings::defaults(&Config::for_database("postgres://x"));
+        let settings = config::Config::for_database("postgres://x")
+            .settings()
+            .unwrap();
+        let defaults = Settings::defaults(&settings.delivery);
         assert_eq!(defaults.max_attempts, 20);
         assert_eq!(defaults.on_exhausted, OnExhausted::Skip);
         let config: BTreeMap<String, String> = [

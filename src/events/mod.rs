@@ -14,30 +14,31 @@ pub use dead_letters::DeadLetter;
 pub use filter::Filter;
 pub use filter::{MAX_FILTERS, parse_filters};
 pub use model::{Event, NewEvent, Refused, ValidEvent, format_time, parse_time, validate};
+pub use queue::WriteError;
 pub use read::{
     COUNT_CAP, DEFAULT_BATCH, DEFAULT_TIMEOUT as READ_TIMEOUT, MAX_BATCH, PullBatch, PullQuery,
     read_after, read_before, scoped,
 };
-pub use writer::{WriteError, Writer};
+pub use writer::Writer;
 
 use crate::auth::Principal;
-use crate::cluster::bus::Bus;
+use crate::config::PublishLimits;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::page::{Page, PageRequest};
 use crate::topics::{TopicName, TopicRef};
 use sqlx::PgPool;
+use std::sync::Arc;
 
 /// The message of the original for a publish without a topic.
 pub const NO_TOPIC_MESSAGE: &str = "A topic must be provided to publish_events";
 
-/// Publish limits.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Largest event in bytes.
-    pub max_event_bytes: usize,
-    /// Most events per request.
-    pub max_events_per_request: usize,
+/// Where accepted events go: the local listeners and the other nodes (the cluster bus
+/// implements it). The events service only knows this interface, so the bus, which reads
+/// stored events itself, sits above the events module instead of beside it.
+pub trait Fanout: Send + Sync + 'static {
+    /// Hands events of `topic` (committed, or non-durable) on; never blocks.
+    fn published(&self, topic: &str, events: Vec<Event>);
 }
 
 /// The events service.
@@ -45,19 +46,30 @@ pub struct Limits {
 pub struct Events {
     pool: PgPool,
     writer: Writer,
-    bus: Bus,
-    limits: Limits,
+    fanout: Arc<dyn Fanout>,
+    limits: PublishLimits,
     metrics: Metrics,
     pull_timeout: std::time::Duration,
 }
 
 impl Events {
-    /// The service. Accepted events go to `bus`: the local hub and the other nodes.
-    pub fn new(pool: PgPool, writer: Writer, bus: Bus, limits: Limits, metrics: Metrics) -> Self {
+    /// The most events one publish request may hold.
+    pub fn max_events_per_request(&self) -> usize {
+        self.limits.max_events_per_request
+    }
+
+    /// The service. Accepted events go to `fanout`: the local hub and the other nodes.
+    pub fn new(
+        pool: PgPool,
+        writer: Writer,
+        fanout: Arc<dyn Fanout>,
+        limits: PublishLimits,
+        metrics: Metrics,
+    ) -> Self {
         Events {
             pool,
             writer,
-            bus,
+            fanout,
             limits,
             metrics,
             pull_timeout: read::DEFAULT_TIMEOUT,
@@ -145,7 +157,7 @@ impl Events {
         };
         match outcome {
             Ok(events) => {
-                self.bus.published(name.as_str(), events.clone());
+                self.fanout.published(name.as_str(), events.clone());
                 Ok(events)
             }
             Err(WriteError::TopicGone(valid)) => {

@@ -3,13 +3,22 @@
 //! request) and grouped by topic. The writer itself is in `writer.rs`.
 
 use super::model::{Event, ValidEvent};
-use super::writer::WriteError;
+use crate::error::Error;
 use crate::topics::TopicName;
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events stored in one transaction.
 pub(super) const MAX_BATCH_EVENTS: usize = 5_000;
+
+/// Why a write did not store the events.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The topic does not exist (any more); the events come back for the dead-letter table.
+    TopicGone(Vec<ValidEvent>),
+    /// Anything else.
+    Failed(Error),
+}
 
 /// Where a request's answer goes.
 pub(super) type Reply = oneshot::Sender<Result<Vec<Event>, WriteError>>;

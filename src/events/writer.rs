@@ -15,7 +15,7 @@
 
 use super::insert::{self, Columns};
 use super::model::{Event, ValidEvent};
-use super::queue::{Groups, Job, Queue};
+use super::queue::{Groups, Job, Queue, WriteError};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::topics::{TopicName, partitions};
@@ -28,15 +28,6 @@ use tokio_util::task::TaskTracker;
 
 /// Requests that may wait for one writer; further publishers wait for room (backpressure).
 const QUEUE: usize = 1_024;
-
-/// Why a write did not store the events.
-#[derive(Debug)]
-pub enum WriteError {
-    /// The topic does not exist (any more); the events come back for the dead-letter table.
-    TopicGone(Vec<ValidEvent>),
-    /// Anything else.
-    Failed(Error),
-}
 
 /// The node's writers: handles to their tasks.
 #[derive(Clone)]

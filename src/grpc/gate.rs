@@ -160,7 +160,7 @@ pub fn service(
         server,
         app.auth.clone(),
         app.metrics.clone(),
-        app.config.max_events_per_request,
+        app.events.max_events_per_request(),
     )
 }
 

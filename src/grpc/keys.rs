@@ -1,6 +1,6 @@
-//! Handlers of the API-key RPCs: create, revoke, and the topic and subscription grants. All
-//! are admin-only. Each decodes, calls the key store and encodes; the `EventRelay` impl in
-//! `grpc/mod.rs` only forwards to them.
+//! Handlers of the API-key RPCs: create, revoke, and the topic and subscription grants. Each
+//! decodes, calls the authentication service (which checks that the caller is an admin) and
+//! encodes; the `EventRelay` impl in `grpc/mod.rs` only forwards to them.
 
 use super::convert::{self, parse_id, parse_ids};
 use crate::app::App;
@@ -18,11 +18,10 @@ pub async fn create(
     p: Principal,
     r: proto::CreateApiKeyRequest,
 ) -> Result<proto::CreateApiKeyResponse> {
-    p.require_admin("create api keys")?;
     let key = app
         .auth
-        .keys()
-        .create(
+        .create_key(
+            &p,
             convert::key_type(r.r#type)?,
             &r.name,
             &topic_refs(&r.topic_names)?,
@@ -39,8 +38,7 @@ pub async fn revoke(
     p: Principal,
     r: proto::RevokeApiKeyRequest,
 ) -> Result<proto::RevokeApiKeyResponse> {
-    p.require_admin("revoke api keys")?;
-    let key = app.auth.keys().revoke(parse_id(&r.id, "id")?).await?;
+    let key = app.auth.revoke_key(&p, parse_id(&r.id, "id")?).await?;
     Ok(proto::RevokeApiKeyResponse {
         api_key: Some(convert::api_key(key)),
     })
@@ -51,12 +49,10 @@ pub async fn add_subscriptions(
     p: Principal,
     r: proto::AddSubscriptionsToApiKeyRequest,
 ) -> Result<proto::AddSubscriptionsToApiKeyResponse> {
-    p.require_admin("change api keys")?;
     let ids = parse_ids(&r.subscription_ids, "subscription_ids")?;
     let added = app
         .auth
-        .keys()
-        .add_subscriptions(parse_id(&r.id, "id")?, &ids)
+        .grant_subscriptions(&p, parse_id(&r.id, "id")?, &ids)
         .await?;
     Ok(proto::AddSubscriptionsToApiKeyResponse {
         id: r.id,
@@ -69,12 +65,10 @@ pub async fn delete_subscriptions(
     p: Principal,
     r: proto::DeleteSubscriptionsFromApiKeyRequest,
 ) -> Result<proto::DeleteSubscriptionsFromApiKeyResponse> {
-    p.require_admin("change api keys")?;
     let ids = parse_ids(&r.subscription_ids, "subscription_ids")?;
     let removed = app
         .auth
-        .keys()
-        .delete_subscriptions(parse_id(&r.id, "id")?, &ids)
+        .withdraw_subscriptions(&p, parse_id(&r.id, "id")?, &ids)
         .await?;
     Ok(proto::DeleteSubscriptionsFromApiKeyResponse {
         id: r.id,
@@ -87,12 +81,10 @@ pub async fn add_topics(
     p: Principal,
     r: proto::AddTopicsToApiKeyRequest,
 ) -> Result<proto::AddTopicsToApiKeyResponse> {
-    p.require_admin("change api keys")?;
     let topics = topic_refs(&r.topic_names)?;
     let added = app
         .auth
-        .keys()
-        .add_topics(parse_id(&r.id, "id")?, &topics)
+        .grant_topics(&p, parse_id(&r.id, "id")?, &topics)
         .await?;
     Ok(proto::AddTopicsToApiKeyResponse {
         id: r.id,
@@ -105,12 +97,10 @@ pub async fn delete_topics(
     p: Principal,
     r: proto::DeleteTopicsFromApiKeyRequest,
 ) -> Result<proto::DeleteTopicsFromApiKeyResponse> {
-    p.require_admin("change api keys")?;
     let topics = topic_refs(&r.topic_names)?;
     let removed = app
         .auth
-        .keys()
-        .delete_topics(parse_id(&r.id, "id")?, &topics)
+        .withdraw_topics(&p, parse_id(&r.id, "id")?, &topics)
         .await?;
     Ok(proto::DeleteTopicsFromApiKeyResponse {
         id: r.id,

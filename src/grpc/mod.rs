@@ -104,23 +104,18 @@ impl EventRelay for Service {
         req: Request<proto::ListTopicsRequest>,
     ) -> Reply<proto::ListTopicsResponse> {
         self.call("ListTopics", async {
-            self.principal(&req).await?.require_admin("list topics")?;
+            let p = self.principal(&req).await?;
             let r = req.into_inner();
             let page = self
                 .app
-                .topics
-                .list(PageRequest::new(r.page, r.page_size))
+                .topic_admin
+                .list(&p, PageRequest::new(r.page, r.page_size), "")
                 .await?;
-            let names: Vec<String> = page.items.iter().map(|t| t.name.clone()).collect();
-            let retention = self.app.retention.for_topics(&names).await?;
             Ok(proto::ListTopicsResponse {
                 topics: page
                     .items
                     .into_iter()
-                    .map(|t| {
-                        let r = retention.get(&t.name);
-                        convert::topic_with(t, r)
-                    })
+                    .map(|t| convert::topic_with(t.topic, t.retention.as_ref()))
                     .collect(),
                 total_count: wire(page.total_count),
                 next_page: wire(page.next_page),
@@ -136,12 +131,11 @@ impl EventRelay for Service {
         req: Request<proto::CreateTopicRequest>,
     ) -> Reply<proto::CreateTopicResponse> {
         self.call("CreateTopic", async {
-            self.principal(&req).await?.require_admin("create topics")?;
+            let p = self.principal(&req).await?;
             let r = req.into_inner();
             let name = TopicName::parse(&r.name)?;
             let policy = r.retention.map(convert::retention).transpose()?;
-            let t = self.app.topics.create_with(&name, policy).await?;
-            let retention = self.app.retention.topic(&t.name).await?;
+            let (t, retention) = self.app.topic_admin.create(&p, &name, policy).await?;
             Ok(proto::CreateTopicResponse {
                 topic: Some(convert::topic_with(t, Some(&retention))),
             })
@@ -154,9 +148,9 @@ impl EventRelay for Service {
         req: Request<proto::DeleteTopicRequest>,
     ) -> Reply<proto::DeleteTopicResponse> {
         self.call("DeleteTopic", async {
-            self.principal(&req).await?.require_admin("delete topics")?;
+            let p = self.principal(&req).await?;
             let id = parse_id(&req.into_inner().id, "id")?;
-            let t = self.app.topics.delete(id).await?;
+            let t = self.app.topic_admin.delete(&p, id).await?;
             Ok(proto::DeleteTopicResponse {
                 topic: Some(convert::topic(t)),
             })
@@ -176,8 +170,7 @@ impl EventRelay for Service {
                 r.retention
                     .ok_or_else(|| Error::invalid("retention is required"))?,
             )?;
-            let t = self.app.retention.update(&p, id, policy).await?;
-            let retention = self.app.retention.topic(&t.name).await?;
+            let (t, retention) = self.app.topic_admin.update(&p, id, policy).await?;
             Ok(proto::UpdateTopicResponse {
                 topic: Some(convert::topic_with(t, Some(&retention))),
             })

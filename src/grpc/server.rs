@@ -1,5 +1,5 @@
 //! The gRPC listener: tonic's server on the node's runtime, with the node's connection
-//! settings. Routes and their middleware are assembled in `app.rs`.
+//! settings. Routes and their middleware are assembled in `node.rs`.
 
 use anyhow::Context;
 use std::time::Duration;

@@ -80,7 +80,9 @@ pub async fn open(
     let permit = app.live.admit().ok_or_else(|| {
         Error::Unavailable("node is at its connection limit; connect to another".into())
     })?;
-    let feed = Feed::open(&app.live, &app.pool, topic, filters, r.after_offset)
+    let feed = app
+        .feeds
+        .open(topic, filters, r.after_offset)
         .await?
         .with_timeout(app.events.pull_timeout());
     let first = feed.first_offset();
@@ -89,7 +91,7 @@ pub async fn open(
     let state = State {
         turn: Box::pin(async move { drain.turn(slot).await }),
         keepalive: keepalive.then(|| {
-            let every = app.config.keepalive();
+            let every = app.grpc.keepalive;
             tokio::time::interval_at(tokio::time::Instant::now() + every, every)
         }),
         app: app.clone(),

@@ -24,8 +24,8 @@ use serde_json::json;
 pub fn router(app: App) -> Router {
     // Websockets and SSE streams share the places of each source address.
     let peers = peer::Peers::new(
-        app.config.trusted_proxies.clone(),
-        app.config.max_connections_per_address,
+        app.http.trusted_proxies.clone(),
+        app.http.max_connections_per_address,
     );
     let routes = Router::new()
         .route("/healthz", get(healthz))
@@ -34,7 +34,7 @@ pub fn router(app: App) -> Router {
         .route("/sse", sse::route(&app, peers))
         .route("/docs", get(api_docs))
         .merge(ui::router(app.clone()));
-    let routes = if app.config.metrics_addr.is_none() {
+    let routes = if app.http.metrics_addr.is_none() {
         routes.route("/metrics", get(metrics))
     } else {
         routes

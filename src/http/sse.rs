@@ -114,9 +114,7 @@ async fn open(
         name: TopicName::parse(&sub.topic_name)?,
         identifier: (!sub.topic_identifier.is_empty()).then_some(sub.topic_identifier),
     };
-    let feed = Feed::open(&app.live, &app.pool, topic, vec![], after)
-        .await?
-        .with_json();
+    let feed = app.feeds.open(topic, vec![], after).await?.with_json();
     let drain = app.drain.clone();
     let slot = drain.slot();
     let state = Stream {
@@ -130,7 +128,7 @@ async fn open(
         _places: (permit, place),
     };
     let events = futures::stream::unfold(state, next);
-    let keepalive = KeepAlive::new().interval(app.config.keepalive());
+    let keepalive = KeepAlive::new().interval(app.http.keepalive);
     let headers = [
         // nginx buffers responses unless told not to, which would hold events back.
         ("x-accel-buffering", "no"),

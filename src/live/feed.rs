@@ -21,6 +21,30 @@ use tokio::sync::broadcast::error::RecvError;
 /// Events read from Postgres per replay step.
 pub const REPLAY_BATCH: i64 = 500;
 
+/// Opens feeds: the node's hub and the pool their replays and gap reads use; cheap to clone.
+#[derive(Clone)]
+pub struct Feeds {
+    live: Live,
+    pool: PgPool,
+}
+
+impl Feeds {
+    /// Feeds over the node's hub and pool.
+    pub fn new(live: Live, pool: PgPool) -> Self {
+        Feeds { live, pool }
+    }
+
+    /// A feed of `topic` (see [`Feed::open`]).
+    pub async fn open(
+        &self,
+        topic: TopicRef,
+        filters: Vec<Filter>,
+        after: Option<i64>,
+    ) -> Result<Feed> {
+        Feed::open(&self.live, &self.pool, topic, filters, after).await
+    }
+}
+
 /// An ordered, resumable stream of one topic's events for one client.
 pub struct Feed {
     pool: PgPool,

@@ -20,7 +20,7 @@ mod feed;
 
 pub use access::{ACCESS_CHECK, Access, Lost, Target};
 pub use batch::Batch;
-pub use feed::{Feed, REPLAY_BATCH};
+pub use feed::{Feed, Feeds, REPLAY_BATCH};
 
 use crate::events::Event;
 use batch::WeakBatch;
@@ -29,12 +29,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, watch};
 
-/// Batches buffered per topic for slow listeners before they are considered lagging (the
-/// default of `ER_LIVE_BUFFER`).
-pub const TOPIC_BUFFER: usize = 4_096;
-/// Event bytes buffered per topic for slow listeners before they are considered lagging (the
-/// default of `ER_LIVE_BUFFER_BYTES`).
-pub const TOPIC_BUFFER_BYTES: usize = 32 * 1024 * 1024;
+/// Batches and event bytes buffered per topic for slow listeners before they are considered
+/// lagging, by default (`ER_LIVE_BUFFER`, `ER_LIVE_BUFFER_BYTES`).
+pub use crate::config::{
+    DEFAULT_LIVE_BUFFER as TOPIC_BUFFER, DEFAULT_LIVE_BUFFER_BYTES as TOPIC_BUFFER_BYTES,
+};
 
 /// One topic's channel and the batches some listener has not read yet.
 struct TopicHub {
@@ -124,6 +123,12 @@ impl Live {
             replays: Arc::new(Semaphore::new(REPLAY_CONCURRENCY)),
             carried: Arc::new(watch::channel(None).0),
         }
+    }
+
+    /// The hub the `Live` section of the configuration describes.
+    pub fn configured(config: &crate::config::Live) -> Self {
+        Self::with_buffers(config.buffer, config.buffer_bytes)
+            .with_replay_budget(config.replay_concurrency)
     }
 
     /// The same hub with `n` replay reads at a time (`ER_LIVE_REPLAY_CONCURRENCY`).

@@ -11,25 +11,24 @@
 //!   and the UI show. One more unit of the same ownership sweeps dead letters and the live
 //!   spill (`housekeeping.rs`).
 //!
-//! Files: [`policy`] (the typed settings), `cut.rs` (where the mark moves), `size.rs` (bytes
+//! Files (the typed policy is `topics::policy`, the node-wide settings the configuration's
+//! `Retention` section): `cut.rs` (where the mark moves), `size.rs` (bytes
 //! per chunk of offsets, for retention by size), `pruner.rs` (the owner's step and loop),
 //! `housekeeping.rs`, `stats.rs` (what the UI, the API and `/metrics` read).
 
 mod cut;
-pub mod gauges;
 mod housekeeping;
-pub mod policy;
 mod pruner;
 mod size;
 mod stats;
 
+pub use crate::config::Retention as Settings;
+pub use crate::topics::policy::{self, DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
 pub use housekeeping::{Swept, sweep as housekeeping_step};
-pub use policy::{DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
 pub use pruner::{HOUSEKEEPING, Pruner, StepReport};
 pub use stats::{TopicRetention, TopicStats};
 
 use crate::auth::Principal;
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::topics::Topic;
@@ -40,52 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Node-wide retention settings.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// What new topics get.
-    pub defaults: TopicDefaults,
-    /// How often each topic's pruner runs its step.
-    pub interval: Duration,
-    /// Pause between two partition drops of one topic.
-    pub drop_pause: Duration,
-    /// How long attempt records that delivered are kept.
-    pub delivered_attempts: Duration,
-    /// How long other attempt records (failed, undeliverable, gone, skipped) are kept.
-    pub failed_attempts: Duration,
-    /// How long dead letters are kept.
-    pub dead_letters: Duration,
-    /// How long spilled live announcements are kept.
-    pub spill: Duration,
-}
-
-const DAY: u64 = 86_400;
-
 impl Settings {
-    /// From the node's configuration (validated there).
-    pub fn from_config(c: &Config) -> Result<Self> {
-        let policy = Policy::from_parts(
-            i64::try_from(c.retention_max_age_seconds).unwrap_or(i64::MAX),
-            i64::try_from(c.retention_max_events).unwrap_or(i64::MAX),
-            i64::try_from(c.retention_max_bytes).unwrap_or(i64::MAX),
-            c.retention_drop_undelivered,
-        )?;
-        Ok(Settings {
-            defaults: TopicDefaults {
-                policy,
-                partition_span: i64::try_from(c.retention_partition_events)
-                    .unwrap_or(DEFAULT_PARTITION_SPAN)
-                    .max(1),
-            },
-            interval: Duration::from_millis(c.retention_interval_ms.max(10)),
-            drop_pause: Duration::from_millis(c.retention_drop_pause_ms),
-            delivered_attempts: Duration::from_secs(c.retention_delivered_attempts_days * DAY),
-            failed_attempts: Duration::from_secs(c.retention_failed_attempts_days * DAY),
-            dead_letters: Duration::from_secs(c.retention_dead_letters_days * DAY),
-            spill: Duration::from_secs(c.retention_spill_seconds),
-        })
-    }
-
     /// When an attempt record with `status`, made at `at`, expires.
     pub fn attempt_expiry(&self, status: &str, at: DateTime<Utc>) -> DateTime<Utc> {
         let keep = if status == "delivered" {
@@ -99,20 +53,6 @@ impl Settings {
     /// The longest attempt retention (partitions ahead are made up to it).
     pub fn attempts_horizon(&self) -> Duration {
         self.delivered_attempts.max(self.failed_attempts)
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            defaults: TopicDefaults::default(),
-            interval: Duration::from_secs(10),
-            drop_pause: Duration::from_secs(1),
-            delivered_attempts: Duration::from_secs(7 * DAY),
-            failed_attempts: Duration::from_secs(30 * DAY),
-            dead_letters: Duration::from_secs(30 * DAY),
-            spill: Duration::from_secs(60),
-        }
     }
 }
 

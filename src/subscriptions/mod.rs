@@ -95,6 +95,17 @@ pub struct Subscription {
     pub signing_secret: String,
 }
 
+impl Subscription {
+    /// The topic it reads: `topic` or `topic:identifier`.
+    pub fn topic_label(&self) -> String {
+        if self.topic_identifier.is_empty() {
+            self.topic_name.clone()
+        } else {
+            format!("{}:{}", self.topic_name, self.topic_identifier)
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: Uuid,

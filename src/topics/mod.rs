@@ -6,12 +6,13 @@
 pub mod layout;
 mod name;
 pub mod partitions;
+pub mod policy;
 
 pub use name::{MAX_IDENTIFIER_LEN, MAX_NAME_LEN, TopicName, TopicRef, parse_identifier};
+pub use policy::{DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
 
 use crate::error::{Error, Result, UNDEFINED_TABLE, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};
-use crate::retention::{Policy, TopicDefaults};
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -144,6 +145,11 @@ impl Topics {
         .await?;
         tx.commit().await?;
         Ok(topic)
+    }
+
+    /// The offsets a topic holds: its first retained and its last stored.
+    pub async fn bounds(&self, name: &TopicName) -> Result<Bounds> {
+        bounds(&self.pool, name.as_str()).await
     }
 
     /// Lists topics by name, a page at a time.

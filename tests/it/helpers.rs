@@ -14,7 +14,9 @@ use uuid::Uuid;
 
 // The set-up shared with the benchmarks lives in tests/support (eventrelay-testkit); these
 // names stay reachable as `helpers::...`.
-pub use eventrelay_testkit::{Node, TestDb, admin_url, authed, redis_url, unique_cluster_name};
+pub use eventrelay_testkit::{
+    Node, NodeProcess, TestDb, admin_url, authed, redis_url, unique_cluster_name,
+};
 
 /// Nodes sharing one fresh database, with an admin key ready.
 pub struct TestCluster {

@@ -15,7 +15,7 @@ use eventrelay::proto::{self, PullEventsFilter, PullEventsRequest, StreamEventsR
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tonic::Code;
 
 fn free_addr() -> SocketAddr {
@@ -31,11 +31,8 @@ fn node_bin() -> String {
     std::env::var("ER_TEST_NODE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_eventrelay").into())
 }
 
-/// The real binary serving on free ports; killed on drop.
-struct ProcNode {
-    child: Child,
-    grpc: SocketAddr,
-}
+/// The real binary serving on free ports ([`NodeProcess`]), with a view of its memory.
+struct ProcNode(NodeProcess);
 
 impl ProcNode {
     async fn spawn(db_url: &str) -> ProcNode {
@@ -44,39 +41,22 @@ impl ProcNode {
 
     /// The node with `env` added to its environment.
     async fn spawn_with(db_url: &str, env: &[(&str, &str)]) -> ProcNode {
-        eventrelay::install_crypto_provider();
-        let (grpc, http) = (free_addr(), free_addr());
-        let child = Command::new(node_bin())
-            .arg("serve")
+        let mut command = std::process::Command::new(node_bin());
+        command
             .env_clear()
             .env("DATABASE_URL", db_url)
-            .env("ER_GRPC_ADDR", grpc.to_string())
-            .env("ER_HTTP_ADDR", http.to_string())
             .env("ER_JWT_SECRET", jwt_secret())
             .env("ER_DB_POOL_SIZE", "6")
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn eventrelay");
-        let url = format!("http://{http}/readyz");
-        for _ in 0..300 {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return ProcNode { child, grpc };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the node process did not become ready");
+            .stderr(Stdio::inherit());
+        ProcNode(NodeProcess::start(command).await.expect("the node process"))
     }
 
     /// A field of `/proc/<pid>/status` in kB (VmHWM: the peak resident set).
     fn status_kb(&self, field: &str) -> u64 {
-        let pid = self.child.id().expect("running");
+        let pid = self.0.pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
             .lines()
@@ -105,7 +85,7 @@ async fn unauthenticated_amplifying_requests_do_not_grow_the_node() {
     let db = TestDb::create().await;
     let node = ProcNode::spawn(&db.url).await;
     let before = node.status_kb("VmHWM:");
-    let url = format!("http://{}/eventrelay.EventRelay/PublishEvents", node.grpc);
+    let url = format!("http://{}/eventrelay.EventRelay/PublishEvents", node.0.grpc);
     let bodies = [empty_events(8 << 20), empty_events(30 << 20)];
     let deadline = Instant::now() + Duration::from_secs(6);
     let mut clients = Vec::new();
@@ -194,7 +174,7 @@ async fn allowed_producers_cannot_make_the_node_decode_floods_of_empty_events() 
     // Every caller allowed (no keys): what is measured is the count before decoding.
     let node = ProcNode::spawn_with(&db.url, &[("ER_AUTH_ENABLED", "false")]).await;
     let before = node.status_kb("VmHWM:");
-    let url = format!("http://{}/eventrelay.EventRelay/PublishEvents", node.grpc);
+    let url = format!("http://{}/eventrelay.EventRelay/PublishEvents", node.0.grpc);
     // Just under the 4 MiB message limit: two million empty events, half a gigabyte decoded.
     let body = empty_events((4 << 20) - 64);
     let deadline = Instant::now() + Duration::from_secs(4);

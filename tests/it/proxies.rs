@@ -6,7 +6,7 @@
 //! is drained (SIGTERM) and another killed (SIGKILL). Every client reconnects through the
 //! proxy, resumes, and ends with every durable event exactly once and in order.
 
-use crate::helpers::{TestDb, authed, event, redis_url, unique_cluster_name};
+use crate::helpers::{NodeProcess, TestDb, authed, event, redis_url, unique_cluster_name};
 use crate::live_support::WAIT;
 use crate::ws_rollout::SseReader;
 use eventrelay::auth::{ApiKeys, KeyType};
@@ -70,57 +70,26 @@ async fn ensure_tools() {
     }
 }
 
-/// One node as its own process (SIGKILL must be real).
-struct NodeProcess {
-    child: Child,
-    http: u16,
-    grpc: u16,
-}
-
-impl NodeProcess {
-    async fn start(db: &str, cluster: &str, name: &str) -> NodeProcess {
-        let (http, grpc) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_eventrelay"))
-            .env("DATABASE_URL", db)
-            .env("REDIS_URL", redis_url())
-            .env("ER_CLUSTER_NAME", cluster)
-            .env("ER_NODE_NAME", name)
-            .env("ER_JWT_SECRET", "proxy-test-secret-of-at-least-32-bytes")
-            .env("ER_HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .env("ER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
-            .env("ER_DB_POOL_SIZE", "6")
-            .env("ER_KEEPALIVE_SECONDS", "1")
-            .env("ER_WS_IDLE_TIMEOUT_SECONDS", "5")
-            .env("ER_SHUTDOWN_GRACE_SECONDS", "6")
-            .env("ER_DRAIN_SPREAD_SECONDS", "2")
-            .env("ER_TRUSTED_PROXIES", "127.0.0.0/8")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the eventrelay binary");
-        let node = NodeProcess { child, http, grpc };
-        let url = format!("http://127.0.0.1:{http}/readyz");
-        for _ in 0..400 {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return node;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("node {name} did not become ready");
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {pid}");
-    }
+/// One node as its own process (SIGKILL must be real), in `cluster` on the shared Redis.
+async fn start_node(db: &str, cluster: &str, name: &str) -> NodeProcess {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eventrelay"));
+    command
+        .env("DATABASE_URL", db)
+        .env("REDIS_URL", redis_url())
+        .env("ER_CLUSTER_NAME", cluster)
+        .env("ER_NODE_NAME", name)
+        .env("ER_JWT_SECRET", "proxy-test-secret-of-at-least-32-bytes")
+        .env("ER_DB_POOL_SIZE", "6")
+        .env("ER_KEEPALIVE_SECONDS", "1")
+        .env("ER_WS_IDLE_TIMEOUT_SECONDS", "5")
+        .env("ER_SHUTDOWN_GRACE_SECONDS", "6")
+        .env("ER_DRAIN_SPREAD_SECONDS", "2")
+        .env("ER_TRUSTED_PROXIES", "127.0.0.0/8")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    NodeProcess::start(command)
+        .await
+        .unwrap_or_else(|e| panic!("node {name}: {e:#}"))
 }
 
 /// A proxy process with its rendered configuration.
@@ -165,8 +134,8 @@ impl Proxy {
             (
                 "nginx.conf",
                 [
-                    lines(&|n| format!("server 127.0.0.1:{} max_fails=1 fail_timeout=3s;", n.http)),
-                    lines(&|n| format!("server 127.0.0.1:{} max_fails=1 fail_timeout=3s;", n.grpc)),
+                    lines(&|n| format!("server {} max_fails=1 fail_timeout=3s;", n.http)),
+                    lines(&|n| format!("server {} max_fails=1 fail_timeout=3s;", n.grpc)),
                 ],
             )
         } else {
@@ -176,13 +145,14 @@ impl Proxy {
                     lines(&|n| {
                         format!(
                             "server n{0} 127.0.0.1:{0} check inter 500ms fall 1 rise 2",
-                            n.http
+                            n.http.port()
                         )
                     }),
                     lines(&|n| {
                         format!(
                             "server n{0} 127.0.0.1:{0} proto h2 check port {1} inter 500ms fall 1 rise 2",
-                            n.grpc, n.http
+                            n.grpc.port(),
+                            n.http.port()
                         )
                     }),
                 ],
@@ -423,16 +393,16 @@ async fn through(kind: &str) {
     ensure_tools().await;
     let db = TestDb::create().await;
     let cluster = unique_cluster_name();
-    let a = NodeProcess::start(&db.url, &cluster, "a").await;
-    let b = NodeProcess::start(&db.url, &cluster, "b").await;
-    let c = NodeProcess::start(&db.url, &cluster, "c").await;
+    let a = start_node(&db.url, &cluster, "a").await;
+    let b = start_node(&db.url, &cluster, "b").await;
+    let c = start_node(&db.url, &cluster, "c").await;
     let proxy = Proxy::start(kind, &[&a, &b, &c]).await;
 
     let pool = eventrelay::db::connect(&db.url, 2).await.unwrap();
     let keys = ApiKeys::new(pool.clone());
     let admin = keys.create(KeyType::Admin, "t", &[], &[]).await.unwrap();
     let admin = admin.bearer_token().unwrap();
-    let mut api = EventRelayClient::connect(format!("http://127.0.0.1:{}", c.grpc))
+    let mut api = EventRelayClient::connect(format!("http://{}", c.grpc))
         .await
         .unwrap();
     let topic = proto::CreateTopicRequest {
@@ -489,7 +459,7 @@ async fn through(kind: &str) {
         .await
         .expect("every client connected");
     for i in 0..BEFORE {
-        publish_on(c.grpc, &admin, i).await;
+        publish_on(c.grpc.port(), &admin, i).await;
     }
     let clients = &clients;
     let caught_up = |n: i64| async move {
@@ -514,7 +484,7 @@ async fn through(kind: &str) {
     // Publish on node c while a drains and b is killed.
     let publisher = {
         let admin = admin.clone();
-        let grpc = c.grpc;
+        let grpc = c.grpc.port();
         tokio::spawn(async move {
             for i in BEFORE..BEFORE + DURING {
                 publish_on(grpc, &admin, i).await;
@@ -523,9 +493,9 @@ async fn through(kind: &str) {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    a.signal("-TERM");
+    a.terminate().expect("SIGTERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    b.signal("-KILL");
+    b.signal("-KILL").expect("SIGKILL");
     publisher.await.unwrap();
     tokio::time::timeout(Duration::from_secs(90), caught_up(total))
         .await

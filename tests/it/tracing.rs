@@ -11,7 +11,7 @@ use eventrelay::proto::event_relay_client::EventRelayClient;
 use eventrelay::proto::{
     CreateSubscriptionRequest, CreateTopicRequest, NewSubscription, PublishEventsRequest,
 };
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,59 +38,25 @@ async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
     (format!("http://{addr}"), got)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
     eventrelay::install_crypto_provider();
     let db = TestDb::create().await;
     let (endpoint, exported) = collector().await;
-    let (grpc, http) = (free_port(), free_port());
-    let _node = Process(
-        Command::new(env!("CARGO_BIN_EXE_eventrelay"))
-            .arg("serve")
-            .env("DATABASE_URL", &db.url)
-            .env("ER_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
-            .env("ER_HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .env("ER_JWT_SECRET", jwt_secret())
-            .env("ER_OTLP_ENDPOINT", &endpoint)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("ER_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
-            .env("ER_WEBHOOK_POLL_MS", "200")
-            .env("RUST_LOG", "warn")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start node"),
-    );
-    let mut ready = false;
-    for _ in 0..200 {
-        if reqwest::get(format!("http://127.0.0.1:{http}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "node did not become ready");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eventrelay"));
+    command
+        .env("DATABASE_URL", &db.url)
+        .env("ER_JWT_SECRET", jwt_secret())
+        .env("ER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env("ER_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+        .env("ER_WEBHOOK_POLL_MS", "200")
+        .env("RUST_LOG", "warn")
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let node = NodeProcess::start(command).await.expect("node ready");
+    let grpc = node.grpc;
     let pool = eventrelay::db::connect(&db.url, 2).await.unwrap();
     let admin = ApiKeys::new(pool)
         .create(KeyType::Admin, "t", &[], &[])
@@ -99,7 +65,7 @@ async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
         .bearer_token()
         .unwrap();
 
-    let mut api = EventRelayClient::connect(format!("http://127.0.0.1:{grpc}"))
+    let mut api = EventRelayClient::connect(format!("http://{grpc}"))
         .await
         .unwrap();
     api.create_topic(authed(

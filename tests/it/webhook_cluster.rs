@@ -11,7 +11,7 @@ use eventrelay::cluster::membership;
 use eventrelay::proto::{self, event_relay_client::EventRelayClient};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,18 +22,11 @@ const TAKEOVER: Duration = Duration::from_secs(10);
 /// The nodes' default ER_NODE_TTL_SECONDS: a node silent for longer is dead.
 const NODE_TTL: Duration = Duration::from_secs(5);
 
-/// A node as a child process of the real binary (shared with `retention_cluster`).
+/// A node as a child process of the real binary (shared with `retention_cluster`), named.
 pub(crate) struct ProcNode {
     name: String,
-    child: Child,
+    node: NodeProcess,
     grpc: SocketAddr,
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 impl ProcNode {
@@ -43,13 +36,10 @@ impl ProcNode {
 
     /// A node with extra environment settings.
     pub(crate) async fn spawn_with(db_url: &str, name: &str, env: &[(&str, &str)]) -> ProcNode {
-        let (grpc, http) = (free_addr(), free_addr());
-        let child = Command::new(env!("CARGO_BIN_EXE_eventrelay"))
-            .arg("serve")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eventrelay"));
+        command
             .env_clear()
             .env("DATABASE_URL", db_url)
-            .env("ER_GRPC_ADDR", grpc.to_string())
-            .env("ER_HTTP_ADDR", http.to_string())
             .env("ER_NODE_NAME", name)
             .env("ER_JWT_SECRET", jwt_secret())
             .env("ER_DB_POOL_SIZE", "6")
@@ -62,54 +52,28 @@ impl ProcNode {
             )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn eventrelay");
-        // Owned at once, so a failure below still kills the process.
-        let node = ProcNode {
+            .stderr(Stdio::inherit());
+        let node = NodeProcess::start(command)
+            .await
+            .unwrap_or_else(|e| panic!("node {name}: {e:#}"));
+        ProcNode {
             name: name.into(),
-            child,
-            grpc,
-        };
-        eventrelay::install_crypto_provider();
-        let url = format!("http://{http}/readyz");
-        for _ in 0..400 {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return node;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            grpc: node.grpc,
+            node,
         }
-        panic!("node {name} did not become ready");
     }
 
     pub(crate) async fn client(&self) -> EventRelayClient<tonic::transport::Channel> {
-        EventRelayClient::connect(format!("http://{}", self.grpc))
-            .await
-            .expect("connect")
+        self.node.client().await.expect("connect")
     }
 
+    /// SIGKILL: no drain, no hand-over, the lock connection just drops.
     pub(crate) fn kill(&mut self) {
-        // std's kill is SIGKILL: no drain, no hand-over, the lock connection just drops.
-        self.child.kill().expect("kill -9");
-        let _ = self.child.wait();
+        self.node.kill().expect("kill -9");
     }
 
     fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-    }
-}
-
-impl Drop for ProcNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.node.terminate().expect("kill -TERM");
     }
 }
 
@@ -392,7 +356,7 @@ async fn graceful_shutdown_hands_subscriptions_over_at_once() {
     // Wait without blocking the runtime: the receiver must keep answering the node's
     // in-flight attempts while it drains.
     let status = loop {
-        if let Some(status) = s.nodes[leaving].child.try_wait().unwrap() {
+        if let Some(status) = s.nodes[leaving].node.try_wait().unwrap() {
             break status;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -37,6 +37,20 @@ async fn backlog_without_owner(c: &mut TestCluster, id: Uuid, n: usize) {
     set_paused(false).execute(&c.pool).await.unwrap();
 }
 
+/// A delivery service of its own over the cluster's database and configuration, outside
+/// every node, so the test decides who owns what.
+fn delivery_service(c: &TestCluster) -> Delivery {
+    let settings = c.config.settings().unwrap();
+    Delivery::new(
+        c.pool.clone(),
+        &settings.delivery,
+        settings.retention,
+        Live::new(),
+        Metrics::new(),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_deposed_owner_cannot_move_the_cursor() {
     let mut c = webhook_cluster(1).await;
@@ -47,7 +61,7 @@ async fn a_deposed_owner_cannot_move_the_cursor() {
     let id = sub_id(&sub);
     backlog_without_owner(&mut c, id, 3).await;
 
-    let delivery = Delivery::new(c.pool.clone(), &c.config, Live::new(), Metrics::new()).unwrap();
+    let delivery = delivery_service(&c);
     let node = Uuid::new_v4();
     let e1 = store::acquire(&c.pool, id, node).await.unwrap().unwrap();
     let mut old = delivery.worker(id, e1).await.unwrap();
@@ -196,7 +210,7 @@ async fn the_rate_limit_spaces_deliveries() {
     // Paused (so the node lets go of it) while the events are published, then the node stops.
     backlog_without_owner(&mut c, id, 2).await;
 
-    let delivery = Delivery::new(c.pool.clone(), &c.config, Live::new(), Metrics::new()).unwrap();
+    let delivery = delivery_service(&c);
     let epoch = store::acquire(&c.pool, id, Uuid::new_v4())
         .await
         .unwrap()

@@ -19,10 +19,8 @@ mod notify;
 mod pubsub;
 mod sequencer;
 
-use crate::config::Config;
-use crate::events::{Event, read_after};
+use crate::events::{Event, Fanout};
 use crate::live::{Batch, Live};
-use crate::topics::{TopicName, TopicRef};
 use sequencer::Sequencer;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -42,9 +40,6 @@ const INCOMING_QUEUE: usize = 8_192;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Most queued announcements merged into one round of hub batches.
 const DRAIN_MAX: usize = 256;
-/// Most events a receiver fetches for one announcement or sweep; listeners further behind
-/// read the rest from Postgres themselves.
-const FETCH_TAIL: i64 = 1_000;
 
 /// What travels between nodes. `first`/`last` are the offset range of durable events (0 for
 /// non-durable ones); `events` holds them when they fit, else receivers read the range.
@@ -110,9 +105,13 @@ impl Bus {
     /// Starts the announcer, the receivers (LISTEN always, Redis when configured) and the
     /// sequencer with its sweep on `tracker`; they stop when `stop` is cancelled. `redis` is
     /// the node's client for publishing; a separate subscriber connection is opened from
-    /// `config.redis_url`.
+    /// `redis_url`, and the LISTEN connection from `database_url`. `cluster` namespaces the
+    /// Redis channels.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
-        config: &Config,
+        cluster: &str,
+        database_url: &str,
+        redis_url: Option<&str>,
         pool: PgPool,
         live: Live,
         redis: Option<fred::clients::Client>,
@@ -124,13 +123,13 @@ impl Bus {
         let (outgoing, out_rx) = mpsc::channel(ANNOUNCE_QUEUE);
         let (local, local_rx) = mpsc::channel(INCOMING_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
-        let prefix = format!("{}:live:", config.cluster_name);
+        let prefix = format!("{cluster}:live:");
         tracker.spawn(notify::listen(
-            config.database_url.clone(),
+            database_url.to_owned(),
             in_tx.clone(),
             stop.clone(),
         ));
-        if let Some(url) = &config.redis_url {
+        if let Some(url) = redis_url {
             let subscriber = pubsub::subscriber(url)?;
             tracker.spawn(pubsub::receive(
                 subscriber,
@@ -160,10 +159,12 @@ impl Bus {
             }),
         })
     }
+}
 
+impl Fanout for Bus {
     /// Hands events of `topic` (committed, or non-durable) to local listeners and announces
     /// them to the other nodes. Never blocks.
-    pub fn published(&self, topic: &str, events: Vec<Event>) {
+    fn published(&self, topic: &str, events: Vec<Event>) {
         if events.is_empty() {
             return;
         }
@@ -351,13 +352,4 @@ async fn sweep(seq: &mut Sequencer, pool: &PgPool) -> crate::error::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Up to [`FETCH_TAIL`] stored events of a topic after `after`, every identifier.
-async fn fetch(pool: &PgPool, topic: &str, after: i64) -> crate::error::Result<Vec<Event>> {
-    let topic = TopicRef {
-        name: TopicName::parse(topic)?,
-        identifier: None,
-    };
-    read_after(pool, &topic, after, FETCH_TAIL, &[]).await
 }

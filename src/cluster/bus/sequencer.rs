@@ -9,13 +9,17 @@
 //! once for the whole node. Feeds still fill any gap themselves, so nothing here is needed for
 //! correctness, only for keeping clients on the fast path.
 
-use super::{FETCH_TAIL, fetch};
-use crate::events::Event;
+use crate::events::{Event, read_after};
 use crate::live::{Batch, Live};
+use crate::topics::{TopicName, TopicRef};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Most events a receiver fetches for one announcement or sweep; listeners further behind
+/// read the rest from Postgres themselves.
+const FETCH_TAIL: i64 = 1_000;
 
 /// Longest a batch waits for the batches before it.
 pub(super) const HOLD: Duration = Duration::from_millis(20);
@@ -208,4 +212,13 @@ fn trim(batch: Batch, seen: i64) -> Batch {
         return batch;
     }
     batch.iter().filter(|e| e.offset > seen).cloned().collect()
+}
+
+/// Up to [`FETCH_TAIL`] stored events of a topic after `after`, every identifier.
+async fn fetch(pool: &PgPool, topic: &str, after: i64) -> crate::error::Result<Vec<Event>> {
+    let topic = TopicRef {
+        name: TopicName::parse(topic)?,
+        identifier: None,
+    };
+    read_after(pool, &topic, after, FETCH_TAIL, &[]).await
 }

@@ -8,7 +8,7 @@
 
 use super::io::{CLOSE_POLICY, Kill, Outbox, pump, slow_client};
 use crate::app::App;
-use crate::auth::Principal;
+use crate::auth::Grant;
 use crate::error::{Error, Result};
 use crate::http::phoenix::{
     Frame, JoinPayload, Kind, PublishPayload, Ref, RefreshPayload, Vsn, encode_raw, parse,
@@ -20,9 +20,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
-
-/// A principal of a join and its token's expiry, when that token was given.
-type Grant = Option<(Principal, Option<i64>)>;
 
 /// The producer of a channel: its key and its token's expiry.
 struct Producer {
@@ -135,7 +132,8 @@ impl Conn {
             Err(e) => return self.error(&frame, e),
         };
         let tokens = (payload.consumer_token(), payload.producer_token());
-        let Some((consumer, producer)) = self.authorize(id, tokens).await else {
+        let Some((consumer, producer)) = self.app.auth.authorize_join(id, tokens.0, tokens.1).await
+        else {
             return self.error(&frame, "unauthorized");
         };
         // A join opens a stream of events: it counts as a pull of each key that joined.
@@ -180,42 +178,6 @@ impl Conn {
         self.channels.insert(frame.topic, joined);
     }
 
-    /// The consumer and producer of a join, each with its token's expiry; `None` when no
-    /// valid token was given or one of the given tokens is invalid or not allowed.
-    async fn authorize(
-        &self,
-        id: Uuid,
-        (consumer, producer): (Option<&str>, Option<&str>),
-    ) -> Option<(Grant, Grant)> {
-        if !self.app.config.auth_enabled {
-            let p = Principal::anonymous_admin();
-            return Some((Some((p.clone(), None)), Some((p, None))));
-        }
-        let consumer = match consumer {
-            None => None,
-            Some(t) => Some(self.consumer(id, t).await.ok()?),
-        };
-        let producer = match producer {
-            None => None,
-            Some(t) => Some(self.producer(t).await.ok()?),
-        };
-        (consumer.is_some() || producer.is_some()).then_some((consumer, producer))
-    }
-
-    /// A consumer token for subscription `id`, with its expiry.
-    async fn consumer(&self, id: Uuid, token: &str) -> Result<(Principal, Option<i64>)> {
-        let (p, exp) = self.app.auth.authenticate_jwt_until(token).await?;
-        p.authorize_subscription(id)?;
-        Ok((p, exp))
-    }
-
-    /// A producer token, with its expiry.
-    async fn producer(&self, token: &str) -> Result<(Principal, Option<i64>)> {
-        let (p, exp) = self.app.auth.authenticate_jwt_until(token).await?;
-        p.may_publish_somewhere()?;
-        Ok((p, exp))
-    }
-
     async fn open_feed(&self, id: Uuid, after: Option<i64>) -> Result<Feed> {
         let app = &self.app;
         let sub = app.subscriptions.find(id).await?;
@@ -223,7 +185,7 @@ impl Conn {
             name: TopicName::parse(&sub.topic_name)?,
             identifier: (!sub.topic_identifier.is_empty()).then_some(sub.topic_identifier),
         };
-        let feed = Feed::open(&app.live, &app.pool, topic, vec![], after).await?;
+        let feed = app.feeds.open(topic, vec![], after).await?;
         Ok(feed.with_json())
     }
 
@@ -243,7 +205,7 @@ impl Conn {
             Some(_) if !has_consumer => {
                 return self.error(&frame, "the channel was joined without a consumer_token");
             }
-            Some(t) => match self.consumer(id, t).await {
+            Some(t) => match self.app.auth.consumer_token(id, t).await {
                 Ok((p, exp)) => Some(Access::new(&p, exp, Target::Subscription(id))),
                 Err(e) => return self.error(&frame, e),
             },
@@ -253,7 +215,7 @@ impl Conn {
             Some(_) if !has_producer => {
                 return self.error(&frame, "the channel was joined without a producer_token");
             }
-            Some(t) => match self.producer(t).await {
+            Some(t) => match self.app.auth.producer_token(t).await {
                 Ok((p, expires)) => Some(Producer {
                     access: Access::new(&p, expires, Target::Publish),
                     expires,

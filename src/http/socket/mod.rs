@@ -58,7 +58,7 @@ pub struct Sockets {
 
 /// The `/socket/websocket` route; `peers` counts places per source address.
 pub fn route(app: &App, peers: Arc<Peers>) -> MethodRouter<App> {
-    let limits = app.config.websocket();
+    let limits = app.http.websocket;
     get(upgrade).with_state(Sockets {
         app: app.clone(),
         peers,

@@ -4,7 +4,7 @@
 
 use super::forms::{Errors, Input, field, message, pager};
 use super::session::CurrentUser;
-use super::{UiResult, admin, deliveries, enc, layout, respond, see_other};
+use super::{UiResult, as_admin, deliveries, enc, layout, respond, see_other};
 use crate::app::App;
 use crate::error::Error;
 use crate::page::PageRequest;
@@ -46,7 +46,7 @@ async fn dead_letters(
     let req = PageRequest::new(q.page, 50);
     let page = app
         .events
-        .dead_letters(&admin(), q.topic.trim(), req)
+        .dead_letters(&as_admin(), q.topic.trim(), req)
         .await?;
     let body = html! {
         form.inline role="search" method="get" action="/dead-letters" {

@@ -5,10 +5,8 @@
 
 use super::forms::{Errors, Input, field, message, pager};
 use super::session::CurrentUser;
-use super::subscriptions::topic_label;
-use super::{UiResult, admin, layout, respond, see_other};
+use super::{UiResult, as_admin, layout, respond, see_other};
 use crate::app::App;
-use crate::cluster::status;
 use crate::error::Error;
 use crate::events::format_time;
 use crate::page::PageRequest;
@@ -55,7 +53,7 @@ async fn render(
     errors: &Errors,
     code: StatusCode,
 ) -> UiResult {
-    let s = app.subscriptions.get(&admin(), id).await?;
+    let s = app.subscriptions.get(&as_admin(), id).await?;
     let delivery = if s.kind == Kind::Webhook {
         Some(delivery_section(app, user, &s, page, replay_value, errors).await?)
     } else {
@@ -63,7 +61,7 @@ async fn render(
     };
     let body = html! {
         dl.facts {
-            dt { "Topic" } dd { a href={ "/topics/" (s.topic_name) "/events" } { (topic_label(&s)) } }
+            dt { "Topic" } dd { a href={ "/topics/" (s.topic_name) "/events" } { (s.topic_label()) } }
             dt { "Type" } dd { (s.kind.as_str()) }
             dt { "Endpoint" } dd.mono { (s.config.get("endpoint_url").map(String::as_str).unwrap_or("—")) }
             dt { "State" } dd #state { @if s.paused { "paused" } @else { "active" } }
@@ -104,9 +102,9 @@ async fn delivery_section(
     replay_value: &str,
     errors: &Errors,
 ) -> Result<Markup, Error> {
-    let pos = status::position(&app.pool, s.id, app.config.node_ttl()).await?;
+    let pos = app.cluster.position(s.id).await?;
     let req = PageRequest::new(page, 25);
-    let d = app.delivery.deliveries(&admin(), s.id, req).await?;
+    let d = app.delivery.deliveries(&as_admin(), s.id, req).await?;
     Ok(html! {
         h2 { "Delivery" }
         dl.facts {
@@ -147,12 +145,12 @@ async fn delivery_section(
 }
 
 async fn pause(State(app): State<App>, Path(id): Path<Uuid>) -> UiResult {
-    app.delivery.pause(&admin(), id).await?;
+    app.delivery.pause(&as_admin(), id).await?;
     Ok(see_other(&format!("/subscriptions/{id}")))
 }
 
 async fn resume(State(app): State<App>, Path(id): Path<Uuid>) -> UiResult {
-    app.delivery.resume(&admin(), id).await?;
+    app.delivery.resume(&as_admin(), id).await?;
     Ok(see_other(&format!("/subscriptions/{id}")))
 }
 
@@ -171,7 +169,7 @@ async fn replay(
     let mut errors = Errors::new();
     match f.offset.trim().parse::<i64>() {
         Err(_) => errors.add("offset", "enter a whole number (an offset)"),
-        Ok(offset) => match app.delivery.reset_cursor(&admin(), id, offset).await {
+        Ok(offset) => match app.delivery.reset_cursor(&as_admin(), id, offset).await {
             Ok(_) => return Ok(see_other(&format!("/subscriptions/{id}"))),
             Err(e @ Error::InvalidArgument(_)) => errors.add("offset", message(&e)),
             Err(e) => return Err(e.into()),
@@ -191,11 +189,11 @@ async fn replay(
 
 /// GET /cluster: nodes, heartbeats and ownership.
 pub async fn cluster(State(app): State<App>, Extension(user): Extension<CurrentUser>) -> UiResult {
-    let ttl = app.config.node_ttl();
-    let nodes = status::nodes(&app.pool, ttl).await?;
+    let ttl = app.node.ttl;
+    let nodes = app.cluster.nodes().await?;
     let body = html! {
-        p { "This page was served by " strong { (app.config.node_name()) } ". A node counts as alive while its heartbeat is younger than " (ttl.as_secs()) " s; Redis is "
-            @if app.config.redis_url.is_some() { "configured" } @else { "not configured (live events travel over Postgres NOTIFY)" } "." }
+        p { "This page was served by " strong { (app.node.name) } ". A node counts as alive while its heartbeat is younger than " (ttl.as_secs()) " s; Redis is "
+            @if app.redis.is_some() { "configured" } @else { "not configured (live events travel over Postgres NOTIFY)" } "." }
         @if nodes.is_empty() { p { "No node has reported a heartbeat yet." } } @else {
             table #nodes {
                 thead { tr {

@@ -5,7 +5,7 @@
 
 use super::forms::{Errors, Input, field};
 use super::session::CurrentUser;
-use super::{UiResult, admin, enc, layout, respond};
+use super::{UiResult, as_admin, enc, layout, respond};
 use crate::app::App;
 use crate::error::Error;
 use crate::events::{Event, Filter, PullQuery};
@@ -150,18 +150,18 @@ async fn list(
     if let (Some(topic_ref), true) = (topic_ref, errors.is_empty()) {
         if q.oldest() {
             let pq = PullQuery::new(topic_ref, PAGE_SIZE, q.after.max(0), filters)?;
-            let b = app.events.pull(&admin(), &pq).await?;
+            let b = app.events.pull(&as_admin(), &pq).await?;
             total = b.total_count;
             next = (b.next_offset > 0).then(|| format!("after={}", b.next_offset));
             prev = (q.after > 0).then(|| format!("after={}", b.previous_offset));
             events = b.events;
         } else {
             let pq = PullQuery::new(topic_ref, PAGE_SIZE, 0, filters)?;
-            events = app.events.pull_newest(&admin(), &pq, q.before).await?;
+            events = app.events.pull_newest(&as_admin(), &pq, q.before).await?;
             total = app
                 .events
                 .pull(
-                    &admin(),
+                    &as_admin(),
                     &PullQuery {
                         batch_size: 1,
                         ..pq.clone()
@@ -262,7 +262,7 @@ async fn one(
     let pq = PullQuery::new(topic_ref, 1, (offset - 1).max(0), vec![])?;
     let event = app
         .events
-        .pull(&admin(), &pq)
+        .pull(&as_admin(), &pq)
         .await?
         .events
         .into_iter()

@@ -4,7 +4,7 @@
 
 use super::forms::{Errors, Input, field, message};
 use super::session::CurrentUser;
-use super::{UiResult, admin, layout, respond, see_other};
+use super::{UiResult, as_admin, layout, respond, see_other};
 use crate::app::App;
 use crate::auth::{ApiKey, KeyType};
 use crate::error::{Error, Result};
@@ -92,7 +92,7 @@ async fn render(
     errors: &Errors,
     code: StatusCode,
 ) -> UiResult {
-    let keys = app.auth.keys().list().await?;
+    let keys = app.auth.list_keys(&as_admin()).await?;
     let body = html! {
         section aria-labelledby="create-h" {
             h2 #create-h { "Create a key" }
@@ -139,8 +139,7 @@ async fn create(
     {
         match app
             .auth
-            .keys()
-            .create(key_type, f.name.trim(), &topics, &subs)
+            .create_key(&as_admin(), key_type, f.name.trim(), &topics, &subs)
             .await
         {
             Ok(k) => return Ok(created(&user, &k)),
@@ -190,11 +189,10 @@ async fn render_detail(
     topic_value: &str,
     code: StatusCode,
 ) -> UiResult {
-    let k = app.auth.keys().get(id).await?;
-    let p = app.auth.keys().principal(id).await?;
+    let (k, p) = app.auth.key(&as_admin(), id).await?;
     let subs = app
         .subscriptions
-        .list(&admin(), PageRequest::new(1, 200))
+        .list(&as_admin(), PageRequest::new(1, 200))
         .await?
         .items;
     let name = if k.name.is_empty() {
@@ -289,7 +287,7 @@ async fn grants(
     Path(id): Path<Uuid>,
     Form(f): Form<GrantForm>,
 ) -> UiResult {
-    let keys = app.auth.keys();
+    let (auth, admin) = (&app.auth, as_admin());
     let mut errors = Errors::new();
     let done = match f.op.as_str() {
         "add_topic" => match errors.check("add_topic", parse_topics(&f.value)) {
@@ -297,15 +295,15 @@ async fn grants(
                 errors.add("add_topic", "enter a topic");
                 false
             }
-            Some(t) => keys.add_topics(id, &t).await.map(|_| true)?,
+            Some(t) => auth.grant_topics(&admin, id, &t).await.map(|_| true)?,
             None => false,
         },
-        "remove_topic" => keys
-            .delete_topics(id, &parse_topics(&f.value)?)
+        "remove_topic" => auth
+            .withdraw_topics(&admin, id, &parse_topics(&f.value)?)
             .await
             .map(|_| true)?,
         "add_subscription" => match errors.check("add_subscription", parse_ids(&f.value)) {
-            Some(ids) => match keys.add_subscriptions(id, &ids).await {
+            Some(ids) => match auth.grant_subscriptions(&admin, id, &ids).await {
                 Ok(_) => true,
                 Err(e @ Error::NotFound(_)) => {
                     errors.add("add_subscription", message(&e));
@@ -315,8 +313,8 @@ async fn grants(
             },
             None => false,
         },
-        "remove_subscription" => keys
-            .delete_subscriptions(id, &parse_ids(&f.value)?)
+        "remove_subscription" => auth
+            .withdraw_subscriptions(&admin, id, &parse_ids(&f.value)?)
             .await
             .map(|_| true)?,
         _ => return Err(Error::invalid("unknown grant operation").into()),
@@ -341,6 +339,6 @@ async fn grants(
 }
 
 async fn revoke(State(app): State<App>, Path(id): Path<Uuid>) -> UiResult {
-    app.auth.keys().revoke(id).await?;
+    app.auth.revoke_key(&as_admin(), id).await?;
     Ok(see_other(&format!("/keys/{id}")))
 }

@@ -12,18 +12,20 @@ mod deliveries;
 mod events;
 mod forms;
 mod keys;
+mod page;
 mod retention;
 mod session;
 mod subscriptions;
 mod topics;
 
 pub use events::MAX_TAILS;
+pub use page::MAX_BODY_BYTES;
+use page::{UiResult, enc, respond, see_other};
 pub use session::{LOGIN_COOKIE, SESSION_COOKIE};
 
 use crate::app::App;
 use crate::auth::Principal;
-use crate::error::Error;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -31,9 +33,6 @@ use axum::{Extension, Router};
 use maud::{DOCTYPE, Markup, html};
 use session::CurrentUser;
 
-/// Largest request body the node's HTTP routes read (UI forms: filters, subscription
-/// settings). Larger bodies are refused with 413 before they are parsed.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest sign-in form (an email, a password of at most 1 KiB, two tokens).
 const MAX_LOGIN_BYTES: usize = 8 * 1024;
 
@@ -111,7 +110,7 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// The principal UI actions run as: signed-in users are admins.
-fn admin() -> Principal {
+fn as_admin() -> Principal {
     Principal::anonymous_admin()
 }
 
@@ -162,51 +161,4 @@ fn layout(user: &CurrentUser, section: &str, title: &str, body: Markup) -> Marku
             }
         }
     }
-}
-
-/// A page with a status code.
-fn respond(code: StatusCode, page: Markup) -> Response {
-    (code, page).into_response()
-}
-
-/// A domain error as a page. Internal causes are logged, never shown.
-struct UiError(Error);
-
-impl From<Error> for UiError {
-    fn from(e: Error) -> Self {
-        UiError(e)
-    }
-}
-
-impl IntoResponse for UiError {
-    fn into_response(self) -> Response {
-        // The JSON mapping of the transport decides the status (and logs internal causes).
-        let status = self.0.to_string();
-        let code = crate::error::Error::into_response(self.0).status();
-        let page = html! {
-            (DOCTYPE)
-            html lang="en" {
-                head { meta charset="utf-8"; title { "Error · EventRelay" } link rel="stylesheet" href="/assets/ui.css"; }
-                body { main #main {
-                    h1 { "Something went wrong" }
-                    p.error role="alert" { (status) }
-                    p { a href="/topics" { "Back to topics" } }
-                } }
-            }
-        };
-        (code, page).into_response()
-    }
-}
-
-/// Handler result: a page, or an error page.
-type UiResult = Result<Response, UiError>;
-
-/// Redirect after a successful POST (303, so reloading does not resubmit).
-fn see_other(to: &str) -> Response {
-    Redirect::to(to).into_response()
-}
-
-/// Percent-encodes a query value.
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -5,13 +5,14 @@
 
 use super::forms::{Errors, Input, field};
 use super::session::CurrentUser;
-use super::{UiResult, admin, layout, respond, see_other};
+use super::{UiResult, as_admin, layout, respond, see_other};
 use crate::app::App;
 use crate::error::Error;
 use crate::events::format_time;
-use crate::retention::policy::{self, format_bytes, format_duration};
-use crate::retention::{Policy, TopicRetention};
+use crate::retention::TopicRetention;
+use crate::topics::Policy;
 use crate::topics::TopicName;
+use crate::topics::policy::{self, format_bytes, format_duration};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -113,7 +114,7 @@ async fn save(
         .ok_or_else(|| Error::not_found("Topic not found"))?;
     let mut errors = Errors::new();
     if let Some(policy) = form.parse(&mut errors) {
-        app.retention.update(&admin(), t.id, policy).await?;
+        app.retention.update(&as_admin(), t.id, policy).await?;
         return Ok(see_other(&format!("/topics/{name}/retention")));
     }
     let r = app.retention.topic(name.as_str()).await?;

@@ -7,7 +7,7 @@
 //! (another site) or a stale one (an earlier session) changes nothing. The sign-in form itself
 //! is protected by a short-lived double-submit cookie, since no session exists yet.
 
-use super::{MAX_BODY_BYTES, UiError, enc, respond};
+use super::page::{MAX_BODY_BYTES, UiError, enc, respond};
 use crate::app::App;
 use crate::users::Session;
 use axum::Form;
@@ -65,7 +65,7 @@ fn set_cookie(
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let secure = if https || app.config.ui_secure_cookies {
+    let secure = if https || app.http.ui_secure_cookies {
         "; Secure"
     } else {
         ""
@@ -248,7 +248,7 @@ pub async fn login(
             StatusCode::FORBIDDEN,
         );
     }
-    let addr = crate::http::peer::source(peer.ip(), &headers, &app.config.trusted_proxies);
+    let addr = crate::http::peer::source(peer.ip(), &headers, &app.http.trusted_proxies);
     let user = match app
         .users
         .check_credentials(&f.email, &f.password, addr)
@@ -292,7 +292,7 @@ pub async fn login(
     };
     let (token, _) = match app
         .users
-        .start_session(user.id, app.config.ui_session_ttl())
+        .start_session(user.id, app.http.ui_session_ttl)
         .await
     {
         Ok(s) => s,
@@ -308,7 +308,7 @@ pub async fn login(
             &headers,
             SESSION_COOKIE,
             &token,
-            app.config.ui_session_ttl().as_secs(),
+            app.http.ui_session_ttl.as_secs(),
         ),
     );
     h.append(

@@ -4,7 +4,7 @@
 
 use super::forms::{Errors, Input, field, message, pager};
 use super::session::CurrentUser;
-use super::{UiResult, admin, deliveries, layout, respond, see_other};
+use super::{UiResult, as_admin, deliveries, layout, respond, see_other};
 use crate::app::App;
 use crate::error::Error;
 use crate::page::PageRequest;
@@ -52,7 +52,7 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> UiResult {
     let req = PageRequest::new(q.page, 50);
-    let page = app.subscriptions.list(&admin(), req).await?;
+    let page = app.subscriptions.list(&as_admin(), req).await?;
     let body = html! {
         p { a href="/subscriptions/new" { "New subscription" } }
         @if page.items.is_empty() {
@@ -67,7 +67,7 @@ async fn list(
                     @for s in &page.items {
                         tr {
                             td { a href={ "/subscriptions/" (s.id) } { (s.name) } }
-                            td { (topic_label(s)) }
+                            td { (s.topic_label()) }
                             td { (s.kind.as_str()) }
                             td.mono.clip { (s.config.get("endpoint_url").map(String::as_str).unwrap_or("")) }
                             td { @if s.paused { "paused" } @else { "active" } }
@@ -82,15 +82,6 @@ async fn list(
         StatusCode::OK,
         layout(&user, "/subscriptions", "Subscriptions", body),
     ))
-}
-
-/// `topic` or `topic:identifier`.
-pub fn topic_label(s: &Subscription) -> String {
-    if s.topic_identifier.is_empty() {
-        s.topic_name.clone()
-    } else {
-        format!("{}:{}", s.topic_name, s.topic_identifier)
-    }
 }
 
 /// The create and edit form as posted.
@@ -217,7 +208,7 @@ async fn create(
             paused: f.paused.is_some(),
             subscription_type: kind.as_str().to_owned(),
         };
-        match app.subscriptions.create(&admin(), new).await {
+        match app.subscriptions.create(&as_admin(), new).await {
             Ok(s) => return Ok(see_other(&format!("/subscriptions/{}", s.id))),
             Err(e @ Error::AlreadyExists(_)) => errors.add("name", message(&e)),
             Err(e @ Error::NotFound(_)) => errors.add("topic", message(&e)),
@@ -254,7 +245,7 @@ async fn edit_form(
     Extension(user): Extension<CurrentUser>,
     Path(id): Path<Uuid>,
 ) -> UiResult {
-    let s = app.subscriptions.get(&admin(), id).await?;
+    let s = app.subscriptions.get(&as_admin(), id).await?;
     let body = form_body(
         &user,
         &format!("/subscriptions/{id}/edit"),
@@ -274,7 +265,7 @@ async fn edit(
     Path(id): Path<Uuid>,
     Form(mut f): Form<SubForm>,
 ) -> UiResult {
-    let s = app.subscriptions.get(&admin(), id).await?;
+    let s = app.subscriptions.get(&as_admin(), id).await?;
     (f.topic, f.kind) = (s.topic_name.clone(), s.kind.as_str().to_owned());
     let mut errors = Errors::new();
     if let Some(config) = check(&f, &mut errors, s.kind) {
@@ -284,7 +275,7 @@ async fn edit(
             push: s.push,
             config,
         };
-        match app.subscriptions.update(&admin(), id, u).await {
+        match app.subscriptions.update(&as_admin(), id, u).await {
             Ok(_) => return Ok(see_other(&format!("/subscriptions/{id}"))),
             Err(e @ Error::AlreadyExists(_)) => errors.add("name", message(&e)),
             Err(e @ Error::InvalidArgument(_)) => errors.add("settings", message(&e)),
@@ -309,9 +300,9 @@ async fn confirm_delete(
     Extension(user): Extension<CurrentUser>,
     Path(id): Path<Uuid>,
 ) -> UiResult {
-    let s = app.subscriptions.get(&admin(), id).await?;
+    let s = app.subscriptions.get(&as_admin(), id).await?;
     let body = html! {
-        p { "Deleting subscription " strong { (s.name) } " (" (topic_label(&s)) ") stops its deliveries, removes its delivery position and its API key associations. The topic and its events stay." }
+        p { "Deleting subscription " strong { (s.name) } " (" (s.topic_label()) ") stops its deliveries, removes its delivery position and its API key associations. The topic and its events stay." }
         form method="post" action={ "/subscriptions/" (id) "/delete" } {
             (user.csrf())
             button.danger type="submit" { "Delete " (s.name) }
@@ -330,6 +321,6 @@ async fn confirm_delete(
 }
 
 async fn delete(State(app): State<App>, Path(id): Path<Uuid>) -> UiResult {
-    app.subscriptions.delete(&admin(), id).await?;
+    app.subscriptions.delete(&as_admin(), id).await?;
     Ok(see_other("/subscriptions"))
 }

@@ -3,7 +3,7 @@
 
 use super::forms::{Errors, Input, field, pager};
 use super::session::CurrentUser;
-use super::{UiResult, enc, layout, respond, see_other};
+use super::{UiResult, as_admin, enc, layout, respond, see_other};
 use crate::app::App;
 use crate::error::Error;
 use crate::page::PageRequest;
@@ -56,7 +56,11 @@ async fn render(
     code: StatusCode,
 ) -> UiResult {
     let req = PageRequest::new(q.page, PAGE_SIZE);
-    let page = app.topics.search(req, q.q.trim()).await?;
+    let page = app
+        .topic_admin
+        .list(&as_admin(), req, q.q.trim())
+        .await?
+        .map(|t| t.topic);
     let body = html! {
         section aria-labelledby="create-h" {
             h2 #create-h { "Create a topic" }
@@ -110,8 +114,8 @@ async fn create(
 ) -> UiResult {
     let mut errors = Errors::new();
     if let Some(name) = errors.check("name", TopicName::parse(f.name.trim())) {
-        match app.topics.create(&name).await {
-            Ok(t) => return Ok(see_other(&format!("/topics/{}/events", t.name))),
+        match app.topic_admin.create(&as_admin(), &name, None).await {
+            Ok((t, _)) => return Ok(see_other(&format!("/topics/{}/events", t.name))),
             Err(e @ Error::AlreadyExists(_)) => errors.add("name", e.to_string()),
             Err(e) => return Err(e.into()),
         }
@@ -139,9 +143,7 @@ async fn confirm_delete(
         .get_by_name(&name)
         .await?
         .ok_or_else(|| Error::not_found("Topic not found"))?;
-    let events = crate::topics::bounds(&app.pool, name.as_str())
-        .await?
-        .retained();
+    let events = app.topics.bounds(&name).await?.retained();
     let subs = app.subscriptions.count_for_topic(&name).await?;
     let body = html! {
         p { "Deleting topic " strong { (t.name) } " cannot be undone. It drops:" }
@@ -171,6 +173,6 @@ async fn delete(State(app): State<App>, Path(topic): Path<String>) -> UiResult {
         .get_by_name(&name)
         .await?
         .ok_or_else(|| Error::not_found("Topic not found"))?;
-    app.topics.delete(t.id).await?;
+    app.topic_admin.delete(&as_admin(), t.id).await?;
     Ok(see_other("/topics"))
 }

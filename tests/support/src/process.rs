@@ -5,12 +5,12 @@
 use anyhow::{Context, Result, bail};
 use eventrelay::proto::event_relay_client::EventRelayClient;
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 use tonic::transport::Channel;
 
 /// How long a node may take to become ready (it migrates a fresh database first).
-const READY_LIMIT: Duration = Duration::from_secs(15);
+const READY_LIMIT: Duration = Duration::from_secs(20);
 
 /// A node process, killed on drop.
 pub struct NodeProcess {
@@ -59,6 +59,33 @@ impl NodeProcess {
     /// The process id (for `/proc/<pid>/...` and signals).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal (`"-TERM"`, `"-KILL"`, ...) with `kill(1)`.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status()?;
+        if !status.success() {
+            bail!("kill {signal} {pid}: {status}");
+        }
+        Ok(())
+    }
+
+    /// SIGTERM: the node drains and exits by itself.
+    pub fn terminate(&self) -> Result<()> {
+        self.signal("-TERM")
+    }
+
+    /// SIGKILL, then reaps the process: no drain, no hand-over, its connections just drop.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 
     /// A gRPC client of this node ([`crate::connect`]).

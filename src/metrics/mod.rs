@@ -31,7 +31,9 @@ struct TopicLabel {
     topic: String,
 }
 
-pub use crate::retention::gauges::TopicGauges;
+mod retention;
+
+pub use retention::TopicGauges;
 
 /// The node's metrics; cheap to clone.
 #[derive(Clone)]
@@ -50,7 +52,7 @@ struct Inner {
     webhook_attempts: Family<OutcomeLabel, Counter>,
     webhook_seconds: Histogram,
     owned_subscriptions: Gauge,
-    topics: crate::retention::gauges::TopicFamilies,
+    topics: retention::TopicFamilies,
     bus_lag: Histogram,
     live_connections: prometheus_client::metrics::gauge::Gauge,
 }
@@ -126,7 +128,7 @@ impl Metrics {
             "Webhook subscriptions this node owns",
             owned_subscriptions.clone(),
         );
-        let topics = crate::retention::gauges::TopicFamilies::register(&mut registry);
+        let topics = retention::TopicFamilies::register(&mut registry);
         let bus_lag = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "bus_lag_seconds",

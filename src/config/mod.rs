@@ -1,9 +1,26 @@
-//! Node configuration: every setting, its environment variable, its default and its check,
-//! in one place. `main` parses it with clap (flags or environment); tests build it with
-//! [`Config::for_database`] and change fields directly.
+//! Node configuration: every setting, its environment variable and its default, in one
+//! place. `main` parses it with clap (flags or environment; values that have a type, such as
+//! addresses, networks and the retry schedule, are parsed by clap's value parsers); tests
+//! build it with [`Config::for_database`] and change fields directly. [`Config::settings`]
+//! checks it once and turns it into the typed sections the node's modules are handed
+//! (`sections.rs`).
+
+mod parse;
+mod schedule;
+mod sections;
+
+pub use schedule::{DEFAULT_SCHEDULE, RetrySchedule};
+pub use sections::{
+    Auth, Db, Delivery, Grpc, Http, Live, Node, PublishLimits, RateLimits, Retention, Settings,
+    WebSocketLimits,
+};
 
 use std::net::SocketAddr;
-use std::time::Duration;
+
+/// Published batches a node keeps per topic for its live listeners, by default.
+pub const DEFAULT_LIVE_BUFFER: usize = 4_096;
+/// Event bytes a node keeps per topic for its live listeners, by default.
+pub const DEFAULT_LIVE_BUFFER_BYTES: usize = 32 * 1024 * 1024;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -81,12 +98,12 @@ pub struct Config {
 
     /// Published batches a node keeps per topic for its websocket clients and gRPC streams;
     /// a client that falls further behind is disconnected as slow.
-    #[arg(long, env = "ER_LIVE_BUFFER", default_value_t = crate::live::TOPIC_BUFFER)]
+    #[arg(long, env = "ER_LIVE_BUFFER", default_value_t = DEFAULT_LIVE_BUFFER)]
     pub live_buffer: usize,
 
     /// Event bytes a node keeps per topic for its live listeners (with `ER_LIVE_BUFFER`,
     /// whichever is reached first): a listener further behind is disconnected as slow.
-    #[arg(long, env = "ER_LIVE_BUFFER_BYTES", default_value_t = crate::live::TOPIC_BUFFER_BYTES)]
+    #[arg(long, env = "ER_LIVE_BUFFER_BYTES", default_value_t = DEFAULT_LIVE_BUFFER_BYTES)]
     pub live_buffer_bytes: usize,
     /// Largest websocket message a client may send, in bytes (a whole `publish_events`);
     /// larger closes the socket with code 1009. Before a socket joins a channel the limit is
@@ -163,8 +180,8 @@ pub struct Config {
     pub webhook_allowed_networks: Vec<ipnet::IpNet>,
 
     /// Default delays before each webhook attempt, in seconds; the last repeats.
-    #[arg(long, env = "ER_WEBHOOK_RETRY_SCHEDULE", default_value = crate::delivery::settings::DEFAULT_SCHEDULE)]
-    pub webhook_retry_schedule: String,
+    #[arg(long, env = "ER_WEBHOOK_RETRY_SCHEDULE", default_value = DEFAULT_SCHEDULE, value_parser = RetrySchedule::parse_setting)]
+    pub webhook_retry_schedule: RetrySchedule,
 
     /// Default attempts per event before it is marked undeliverable.
     #[arg(long, env = "ER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 20)]
@@ -294,20 +311,6 @@ pub struct Config {
     pub retention_spill_seconds: u64,
 }
 
-/// The limits of one websocket connection.
-#[derive(Clone, Copy, Debug)]
-pub struct WebSocketLimits {
-    /// Largest message accepted from the client.
-    pub max_message: usize,
-    /// Time a socket has to join its first channel.
-    pub join_timeout: Duration,
-    /// Interval of the server's pings.
-    pub keepalive: Duration,
-    /// Silence after which the socket is closed.
-    pub idle_timeout: Duration,
-}
-
-/// The secret used when `ER_JWT_SECRET` is unset. Public by construction: development only.
 /// The secret used when `ER_JWT_SECRET` is unset and `ER_INSECURE_DEV_JWT=true`. Public by
 /// construction: development only.
 pub const DEV_JWT_SECRET: &str = "eventrelay-development-secret-do-not-use-in-production";
@@ -340,202 +343,6 @@ impl Config {
         config.grpc_addr = ([127, 0, 0, 1], 0).into();
         config.http_addr = ([127, 0, 0, 1], 0).into();
         config
-    }
-
-    /// Checks values that clap cannot; the message names the variable to fix.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.database_url.trim().is_empty() {
-            return Err("DATABASE_URL is empty".into());
-        }
-        if self.max_events_per_request == 0 {
-            return Err("ER_MAX_EVENTS_PER_REQUEST must be at least 1".into());
-        }
-        if self.max_event_bytes < 1024 {
-            return Err("ER_MAX_EVENT_BYTES must be at least 1024".into());
-        }
-        if self.db_pool_size < 4 {
-            return Err("ER_DB_POOL_SIZE must be at least 4".into());
-        }
-        if !(1..=64).contains(&self.writers) {
-            return Err("ER_WRITERS must be between 1 and 64".into());
-        }
-        if self.cluster_name.is_empty()
-            || !self
-                .cluster_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err("ER_CLUSTER_NAME must be letters, digits, - or _".into());
-        }
-        if let Err(e) = crate::delivery::RetrySchedule::parse(&self.webhook_retry_schedule) {
-            return Err(format!("ER_WEBHOOK_RETRY_SCHEDULE: {e}"));
-        }
-        if self.webhook_max_attempts == 0 {
-            return Err("ER_WEBHOOK_MAX_ATTEMPTS must be at least 1".into());
-        }
-        if self.webhook_max_concurrency == 0 {
-            return Err("ER_WEBHOOK_MAX_CONCURRENCY must be at least 1".into());
-        }
-        if !(self.webhook_rate_limit.is_finite() && self.webhook_rate_limit >= 0.0) {
-            return Err("ER_WEBHOOK_RATE_LIMIT must be 0 or more".into());
-        }
-        if self.node_ttl_seconds < 2 {
-            return Err("ER_NODE_TTL_SECONDS must be at least 2".into());
-        }
-        if !(1..=720).contains(&self.ui_session_hours) {
-            return Err("ER_UI_SESSION_HOURS must be between 1 and 720".into());
-        }
-        if self
-            .jwt_secret
-            .as_ref()
-            .is_some_and(|s| s.len() < MIN_JWT_SECRET_BYTES)
-        {
-            return Err(format!(
-                "ER_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes \
-                 (generate one with `openssl rand -hex 32`)"
-            ));
-        }
-        if self.grpc_max_message_bytes < 64 * 1024 {
-            return Err("ER_GRPC_MAX_MESSAGE_BYTES must be at least 65536".into());
-        }
-        if self.grpc_max_message_bytes < self.max_event_bytes {
-            return Err(format!(
-                "ER_GRPC_MAX_MESSAGE_BYTES ({}) must be at least ER_MAX_EVENT_BYTES ({})",
-                self.grpc_max_message_bytes, self.max_event_bytes
-            ));
-        }
-        if self.pull_timeout_ms < 100 {
-            return Err("ER_PULL_TIMEOUT_MS must be at least 100".into());
-        }
-        if self.live_buffer_bytes < 1024 * 1024 {
-            return Err("ER_LIVE_BUFFER_BYTES must be at least 1048576".into());
-        }
-        if self.ws_max_message_bytes < 4096 {
-            return Err("ER_WS_MAX_MESSAGE_BYTES must be at least 4096".into());
-        }
-        if self.ws_join_timeout_seconds == 0 {
-            return Err("ER_WS_JOIN_TIMEOUT_SECONDS must be at least 1".into());
-        }
-        if self.keepalive_seconds == 0 {
-            return Err("ER_KEEPALIVE_SECONDS must be at least 1".into());
-        }
-        if self.ws_idle_timeout_seconds <= self.keepalive_seconds {
-            return Err(
-                "ER_WS_IDLE_TIMEOUT_SECONDS must be longer than ER_KEEPALIVE_SECONDS".into(),
-            );
-        }
-        if self.live_replay_concurrency == 0 {
-            return Err("ER_LIVE_REPLAY_CONCURRENCY must be at least 1".into());
-        }
-        self.validate_retention()
-    }
-
-    fn validate_retention(&self) -> Result<(), String> {
-        if let Err(e) = crate::retention::Settings::from_config(self) {
-            return Err(format!("ER_RETENTION_MAX_*: {e}"));
-        }
-        if self.retention_partition_events == 0 {
-            return Err("ER_RETENTION_PARTITION_EVENTS must be at least 1".into());
-        }
-        if self.retention_interval_ms < 10 {
-            return Err("ER_RETENTION_INTERVAL_MS must be at least 10".into());
-        }
-        for (name, days) in [
-            (
-                "ER_RETENTION_DELIVERED_ATTEMPTS_DAYS",
-                self.retention_delivered_attempts_days,
-            ),
-            (
-                "ER_RETENTION_FAILED_ATTEMPTS_DAYS",
-                self.retention_failed_attempts_days,
-            ),
-            (
-                "ER_RETENTION_DEAD_LETTERS_DAYS",
-                self.retention_dead_letters_days,
-            ),
-        ] {
-            if !(1..=3650).contains(&days) {
-                return Err(format!("{name} must be between 1 and 3650"));
-            }
-        }
-        if !(10..=86_400).contains(&self.retention_spill_seconds) {
-            return Err("ER_RETENTION_SPILL_SECONDS must be between 10 and 86400".into());
-        }
-        Ok(())
-    }
-
-    /// The JWT secret a node serves with: `ER_JWT_SECRET`, or the public development secret
-    /// when `ER_INSECURE_DEV_JWT=true`. A node refuses to start without either.
-    pub fn serving_jwt_secret(&self) -> Result<&str, String> {
-        match (&self.jwt_secret, self.insecure_dev_jwt) {
-            (Some(s), _) => Ok(s),
-            (None, true) => Ok(DEV_JWT_SECRET),
-            (None, false) => Err(format!(
-                "ER_JWT_SECRET is required (at least {MIN_JWT_SECRET_BYTES} bytes, e.g. \
-                 `openssl rand -hex 32`); on a private development machine \
-                 ER_INSECURE_DEV_JWT=true starts with a public secret instead"
-            )),
-        }
-    }
-
-    /// The JWT secret in force (the development secret when none is set).
-    pub fn jwt_secret(&self) -> &str {
-        self.serving_jwt_secret().unwrap_or(DEV_JWT_SECRET)
-    }
-
-    /// The statement timeout of pulls.
-    pub fn pull_timeout(&self) -> Duration {
-        Duration::from_millis(self.pull_timeout_ms)
-    }
-
-    /// This node's name: configured, else the host name, else "node".
-    pub fn node_name(&self) -> String {
-        self.node_name
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "node".into())
-    }
-
-    /// How long a node without a heartbeat still counts as alive.
-    pub fn node_ttl(&self) -> Duration {
-        Duration::from_secs(self.node_ttl_seconds)
-    }
-
-    /// How long an admin UI session lasts.
-    pub fn ui_session_ttl(&self) -> Duration {
-        Duration::from_secs(self.ui_session_hours.saturating_mul(3600))
-    }
-
-    /// The drain deadline.
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_secs(self.shutdown_grace_seconds)
-    }
-
-    /// The window over which a drain spreads the closing of long-lived connections: the
-    /// setting, but at most half the drain deadline.
-    pub fn drain_spread(&self) -> Duration {
-        Duration::from_secs(self.drain_spread_seconds).min(self.shutdown_grace() / 2)
-    }
-
-    /// The keepalive interval of long-lived connections.
-    pub fn keepalive(&self) -> Duration {
-        Duration::from_secs(self.keepalive_seconds)
-    }
-
-    /// The websocket settings, typed.
-    pub fn websocket(&self) -> WebSocketLimits {
-        WebSocketLimits {
-            max_message: self.ws_max_message_bytes,
-            join_timeout: Duration::from_secs(self.ws_join_timeout_seconds),
-            keepalive: self.keepalive(),
-            idle_timeout: Duration::from_secs(self.ws_idle_timeout_seconds),
-        }
-    }
-
-    /// How long websockets may live, when they are recycled.
-    pub fn ws_max_connection_age(&self) -> Option<Duration> {
-        (self.ws_max_connection_age_seconds > 0)
-            .then(|| Duration::from_secs(self.ws_max_connection_age_seconds))
     }
 }
 
@@ -617,6 +424,54 @@ mod tests {
         );
         c.insecure_dev_jwt = true;
         assert_eq!(c.serving_jwt_secret(), Ok(DEV_JWT_SECRET));
+    }
+
+    #[test]
+    fn values_with_a_type_are_parsed_by_clap_and_sections_are_typed() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        use clap::Parser;
+        let parse = |schedule: &str| {
+            Wrapper::try_parse_from([
+                "eventrelay",
+                "--database-url",
+                "x",
+                "--webhook-retry-schedule",
+                schedule,
+            ])
+            .map(|w| w.config)
+        };
+        let c = parse("0,0.5,2").unwrap();
+        assert_eq!(
+            c.webhook_retry_schedule.delay_before(2),
+            std::time::Duration::from_millis(500)
+        );
+        let e = parse("0,soon").err().unwrap().to_string();
+        assert!(
+            e.contains(
+                "\"soon\" is not a number of seconds (0 to 604800) (ER_WEBHOOK_RETRY_SCHEDULE)"
+            ),
+            "{e}"
+        );
+        let c = Config::for_database("postgres://x");
+        assert_eq!(c.webhook_retry_schedule, RetrySchedule::default());
+        let s = c.settings().unwrap();
+        assert_eq!(s.delivery.max_attempts, 20);
+        assert_eq!(
+            s.http.ui_session_ttl,
+            std::time::Duration::from_secs(12 * 3600)
+        );
+        assert_eq!(s.node.drain_spread, std::time::Duration::from_secs(10));
+        let mut c = c;
+        c.jwt_secret = None;
+        assert!(
+            c.settings()
+                .unwrap_err()
+                .contains("ER_JWT_SECRET is required")
+        );
     }
 
     #[test]
