@@ -115,7 +115,13 @@ impl App {
             &config.cluster_name,
             metrics.clone(),
         ));
-        let writer = Writer::start(pool.clone(), config.writers, tracker, metrics.clone());
+        let writer = Writer::start_with_window(
+            pool.clone(),
+            config.writers,
+            tracker,
+            metrics.clone(),
+            config.dedupe_window_seconds as i64,
+        );
         let delivery = Delivery::new(pool.clone(), &config, live.clone(), metrics.clone())
             .context("building the webhook client")?;
         let retention_settings =
@@ -275,7 +281,7 @@ pub async fn run(
         tokio::spawn(grpc::server::serve(
             routes,
             listeners.grpc,
-            app.config.keepalive(),
+            grpc::server::Settings::from_config(&app.config),
             stop_accepting.clone(),
         ))
     };

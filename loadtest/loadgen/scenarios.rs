@@ -208,6 +208,7 @@ pub(crate) async fn publish(
                     topic: topic.clone(),
                     events,
                     durable: true,
+                    ..Default::default()
                 };
                 let r = match client.publish_events(authed(&auth, req)).await {
                     Ok(resp) => {

@@ -1,9 +1,11 @@
 //! The writer's queue: the publish requests it has received and not yet stored, and how the
 //! next transaction's batch is cut from them (at most [`MAX_BATCH_EVENTS`] events, at least one
-//! request) and grouped by topic. The writer itself is in `writer.rs`.
+//! request) and grouped by topic, with the conditional requests (a [`Guard`]) set apart for
+//! transactions of their own. The writer itself is in `writer.rs`.
 
-use super::model::{Event, ValidEvent};
-use super::writer::WriteError;
+use super::guard::Guard;
+use super::model::ValidEvent;
+use super::writer::{Stored, WriteError};
 use crate::topics::TopicName;
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
@@ -12,13 +14,15 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) const MAX_BATCH_EVENTS: usize = 5_000;
 
 /// Where a request's answer goes.
-pub(super) type Reply = oneshot::Sender<Result<Vec<Event>, WriteError>>;
+pub(super) type Reply = oneshot::Sender<Result<Vec<Stored>, WriteError>>;
 
 /// One publish request waiting for the writer.
 pub(super) struct Job {
     pub(super) topic: TopicName,
     pub(super) identifier: String,
     pub(super) events: Vec<ValidEvent>,
+    /// Conditions: the request takes a transaction of its own.
+    pub(super) guard: Option<Guard>,
     pub(super) reply: Reply,
 }
 
@@ -54,8 +58,9 @@ impl Queue {
         }
     }
 
-    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job), by topic.
-    pub(super) fn take_batch(&mut self) -> Groups {
+    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job): those
+    /// without conditions by topic, and the conditional ones in arrival order.
+    pub(super) fn take_batch(&mut self) -> (Groups, Vec<Job>) {
         let mut size = 0;
         let mut n = 0;
         for job in self.jobs.iter() {
@@ -67,10 +72,15 @@ impl Queue {
         }
         self.events -= size;
         let mut groups = BTreeMap::<TopicName, Vec<Job>>::new();
+        let mut guarded = Vec::new();
         for job in self.jobs.drain(..n) {
-            groups.entry(job.topic.clone()).or_default().push(job);
+            if job.guard.is_some() {
+                guarded.push(job);
+            } else {
+                groups.entry(job.topic.clone()).or_default().push(job);
+            }
         }
-        groups.into_iter().collect()
+        (groups.into_iter().collect(), guarded)
     }
 }
 
@@ -83,6 +93,7 @@ mod tests {
             topic: TopicName::parse(topic).expect("valid name"),
             identifier: String::new(),
             events: vec![super::super::model::tick(); events],
+            guard: None,
             reply: oneshot::channel().0,
         }
     }
@@ -111,7 +122,7 @@ mod tests {
         for (t, n) in [("b", 1), ("a", 2), ("b", 3), ("a_1", 4), ("a", 5)] {
             q.push(job(t, n));
         }
-        let groups = q.take_batch();
+        let (groups, _) = q.take_batch();
         // Byte order, as Postgres' "C" collation sorts: '_' (0x5f) before the letters.
         assert_eq!(
             sizes(&groups),
@@ -126,13 +137,13 @@ mod tests {
         q.push(job("a", MAX_BATCH_EVENTS - 1));
         q.push(job("b", 2));
         q.push(job("a", MAX_BATCH_EVENTS + 5));
-        let first = q.take_batch();
+        let (first, _) = q.take_batch();
         assert_eq!(sizes(&first), vec![("a", vec![MAX_BATCH_EVENTS - 1])]);
         assert_eq!(q.events, 2 + MAX_BATCH_EVENTS + 5);
-        let second = q.take_batch();
+        let (second, _) = q.take_batch();
         assert_eq!(sizes(&second), vec![("b", vec![2])]);
         // A request larger than the limit on its own still goes, alone.
-        let third = q.take_batch();
+        let (third, _) = q.take_batch();
         assert_eq!(sizes(&third), vec![("a", vec![MAX_BATCH_EVENTS + 5])]);
         assert_eq!((q.jobs.len(), q.events), (0, 0));
     }

@@ -16,7 +16,7 @@ use crate::events::PullQuery;
 use crate::page::{PageRequest, wire};
 use crate::proto::{self, event_relay_server::EventRelay};
 use crate::ratelimit::CallKind;
-use crate::topics::{TopicName, TopicRef};
+use crate::topics::{DedupeWindow, TopicName, TopicRef, dedupe};
 use convert::parse_id;
 use tonic::{Request, Response, Status};
 
@@ -32,6 +32,24 @@ impl Service {
     /// The service.
     pub fn new(app: App) -> Self {
         Service { app }
+    }
+
+    /// The effective dedupe windows of topics.
+    async fn dedupe_windows(
+        &self,
+        names: &[String],
+    ) -> crate::error::Result<std::collections::HashMap<String, i64>> {
+        let default = self.app.config.dedupe_window_seconds as i64;
+        dedupe::windows(&self.app.pool, names, default).await
+    }
+
+    /// A topic with its retention, statistics and dedupe window.
+    async fn topic_reply(&self, t: crate::topics::Topic) -> crate::error::Result<proto::Topic> {
+        let retention = self.app.retention.topic(&t.name).await?;
+        let names = [t.name.clone()];
+        let window = self.dedupe_windows(&names).await?;
+        let w = window.get(&t.name).copied().unwrap_or_default();
+        Ok(convert::topic_with(t, Some(&retention), w))
     }
 }
 
@@ -56,15 +74,9 @@ impl EventRelay for Service {
                 .limiter
                 .check(p.key_id, kind, "PublishEvents")
                 .await?;
-            let events = r.events.into_iter().map(convert::new_event).collect();
-            let stored = self
-                .app
-                .events
-                .publish(&p, &r.topic, events, r.durable)
-                .await?;
-            Ok(proto::PublishEventsResponse {
-                events: stored.into_iter().map(convert::event).collect(),
-            })
+            let req = convert::publish(r)?;
+            let published = self.app.events.publish(&p, req).await?;
+            Ok(convert::published(published))
         })
         .await
     }
@@ -112,13 +124,15 @@ impl EventRelay for Service {
                 .await?;
             let names: Vec<String> = page.items.iter().map(|t| t.name.clone()).collect();
             let retention = self.app.retention.for_topics(&names).await?;
+            let windows = self.dedupe_windows(&names).await?;
             Ok(proto::ListTopicsResponse {
                 topics: page
                     .items
                     .into_iter()
                     .map(|t| {
                         let r = retention.get(&t.name);
-                        convert::topic_with(t, r)
+                        let w = windows.get(&t.name).copied().unwrap_or_default();
+                        convert::topic_with(t, r, w)
                     })
                     .collect(),
                 total_count: wire(page.total_count),
@@ -135,15 +149,19 @@ impl EventRelay for Service {
         req: Request<proto::CreateTopicRequest>,
     ) -> Reply<proto::CreateTopicResponse> {
         self.call("CreateTopic", async {
-            self.principal(&req).await?.require_admin("create topics")?;
+            let p = self.principal(&req).await?;
+            p.require_admin("create topics")?;
             let r = req.into_inner();
             let name = TopicName::parse(&r.name)?;
             let policy = r.retention.map(convert::retention).transpose()?;
+            let window = DedupeWindow::parse(r.dedupe_window_seconds)?;
             let t = self.app.topics.create_with(&name, policy).await?;
-            let retention = self.app.retention.topic(&t.name).await?;
-            Ok(proto::CreateTopicResponse {
-                topic: Some(convert::topic_with(t, Some(&retention))),
-            })
+            if window != DedupeWindow::parse(0)? {
+                dedupe::set(&self.app.pool, &p, t.id, window).await?;
+            }
+            self.topic_reply(t)
+                .await
+                .map(|topic| proto::CreateTopicResponse { topic: Some(topic) })
         })
         .await
     }
@@ -171,15 +189,26 @@ impl EventRelay for Service {
             let p = self.principal(&req).await?;
             let r = req.into_inner();
             let id = parse_id(&r.id, "id")?;
-            let policy = convert::retention(
-                r.retention
-                    .ok_or_else(|| Error::invalid("retention is required"))?,
-            )?;
-            let t = self.app.retention.update(&p, id, policy).await?;
-            let retention = self.app.retention.topic(&t.name).await?;
-            Ok(proto::UpdateTopicResponse {
-                topic: Some(convert::topic_with(t, Some(&retention))),
-            })
+            let window = r
+                .dedupe_window_seconds
+                .map(DedupeWindow::parse)
+                .transpose()?;
+            let policy = match (r.retention, window) {
+                (Some(r), _) => Some(convert::retention(r)?),
+                (None, Some(_)) => None,
+                (None, None) => return Err(Error::invalid("retention is required")),
+            };
+            let mut t = None;
+            if let Some(policy) = policy {
+                t = Some(self.app.retention.update(&p, id, policy).await?);
+            }
+            if let Some(window) = window {
+                t = Some(dedupe::set(&self.app.pool, &p, id, window).await?);
+            }
+            let t = t.ok_or_else(|| Error::invalid("retention is required"))?;
+            self.topic_reply(t)
+                .await
+                .map(|topic| proto::UpdateTopicResponse { topic: Some(topic) })
         })
         .await
     }

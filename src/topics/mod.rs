@@ -3,10 +3,12 @@
 //! or publisher can ever see a half-made topic. Both are partitioned (`partitions.rs`), so
 //! retention drops whole partitions; `layout.rs` converts the plain tables of older topics.
 
+pub mod dedupe;
 pub mod layout;
 mod name;
 pub mod partitions;
 
+pub use dedupe::{DedupeWindow, MAX_DEDUPE_WINDOW_SECONDS};
 pub use name::{MAX_IDENTIFIER_LEN, MAX_NAME_LEN, TopicName, TopicRef, parse_identifier};
 
 use crate::error::{Error, Result, UNDEFINED_TABLE, UNIQUE_VIOLATION, sqlstate};
