@@ -90,7 +90,7 @@ pub(super) async fn check(
     // The events table first, then the offsets row: the order of the plain statement and
     // of DeleteTopic, so neither waits for the other in a cycle.
     let locked = sqlx::query(AssertSqlSafe(format!(
-        "LOCK TABLE {} IN ROW EXCLUSIVE MODE",
+        "LOCK TABLE ONLY {} IN ROW EXCLUSIVE MODE",
         topic.events_table()
     )))
     .execute(&mut *tx)
