@@ -2,6 +2,7 @@
 //! hand-off) and reading (pulls with filters). Authorization is checked here, so every
 //! transport enforces the same policy.
 
+mod answer;
 mod dead_letters;
 mod filter;
 mod guard;

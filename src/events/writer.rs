@@ -3,7 +3,8 @@
 //! everything queued, whatever its topics, in one transaction, commits it synchronously, and
 //! then answers each request through its oneshot. One transaction is in flight per writer;
 //! requests arriving meanwhile wait for the next one, so the busier the node, the larger the
-//! batch. The statement for one topic's rows is in `insert.rs`, the queue in `queue.rs`.
+//! batch. The statement for one topic's rows is in `insert.rs` (`keyed.rs` with idempotency
+//! keys), the queue in `queue.rs`, the answers in `answer.rs`.
 //!
 //! Idempotency keys ride the same transaction (`keyed.rs`); a request with conditions
 //! (`guard.rs`: expected last offset, producer epoch) takes its own transaction after the
@@ -17,6 +18,7 @@
 //! commit is synchronous: when the requests are answered their events are durable and
 //! visible, and a reader of "offset > N" never misses a row that commits later.
 
+use super::answer::settle;
 use super::guard::{self, Check, Guard};
 use super::insert::{self, Columns};
 use super::keyed::{self, Outcome};
@@ -26,7 +28,6 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::topics::{TopicName, partitions};
 use sqlx::PgPool;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -358,80 +359,4 @@ async fn statement<'c>(
         first,
         ..Outcome::default()
     }))
-}
-
-/// Answers a topic's requests with the outcome of their transaction.
-fn settle(topic: &TopicName, jobs: Vec<Job>, result: Result<Option<Outcome>>, metrics: &Metrics) {
-    match result {
-        Ok(Some(outcome)) => {
-            let stored = jobs.iter().map(|j| j.events.len()).sum::<usize>();
-            metrics.committed(topic.as_str(), stored);
-            answer(topic, jobs, outcome)
-        }
-        // No row reserved: the topic is gone (dropped, or dropped and made again later).
-        Ok(None) | Err(Error::NotFound(_)) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(WriteError::TopicGone(job.events)));
-            }
-        }
-        // A request stored alone gets its own error; a batch's requests get copies.
-        Err(e) if jobs.len() == 1 => {
-            if let Some(job) = jobs.into_iter().next() {
-                let _ = job.reply.send(Err(WriteError::Failed(e)));
-            }
-        }
-        Err(e) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(WriteError::Failed(clone_error(&e))));
-            }
-        }
-    }
-}
-
-/// Numbers the events of a topic's requests as their statement stored them: rows in order
-/// from the first offset, except rows whose key was stored before (the original's id and
-/// offset) and a key's second occurrence in the batch (answered like its first).
-fn answer(topic: &TopicName, jobs: Vec<Job>, outcome: Outcome) {
-    let mut offset = outcome.first;
-    let mut row = 0;
-    // Keys met in this batch: the id and offset that answer them.
-    let mut keys: HashMap<String, (uuid::Uuid, i64)> = HashMap::new();
-    for job in jobs {
-        let events = job
-            .events
-            .into_iter()
-            .map(|v| {
-                let key = v.key().map(str::to_owned);
-                let known = key.as_ref().and_then(|k| keys.get(k).copied());
-                let (id, at, duplicate) = match known {
-                    Some((id, at)) => (id, at, true),
-                    None => {
-                        let before = outcome.stored_before.get(&row).copied();
-                        row += 1;
-                        let (id, at) = before.unwrap_or_else(|| {
-                            offset += 1;
-                            (v.id, offset - 1)
-                        });
-                        if let Some(k) = key {
-                            keys.insert(k, (id, at));
-                        }
-                        (id, at, before.is_some())
-                    }
-                };
-                let mut event = Event::from_valid(v, topic.as_str(), &job.identifier, at);
-                event.id = id;
-                Stored { event, duplicate }
-            })
-            .collect();
-        // The requester may have gone away (client cancelled); the events are stored anyway.
-        let _ = job.reply.send(Ok(events));
-    }
-}
-
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Unavailable(m) => Error::Unavailable(m.clone()),
-        Error::Conflict(c) => Error::Conflict(c.clone()),
-        other => Error::Internal(anyhow::anyhow!("batched write failed: {other}")),
-    }
 }
