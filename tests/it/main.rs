@@ -11,6 +11,7 @@ mod atomic;
 mod auth;
 mod auth_keys;
 mod auth_matrix;
+mod chaos;
 mod cli;
 mod conditional;
 mod connection_age;
