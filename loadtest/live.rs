@@ -305,6 +305,7 @@ async fn publish_paced(
                 topic: "bench".into(),
                 events: (0..batch).map(|j| stamped(&format!("p{i}_{j}"))).collect(),
                 durable: true,
+                ..Default::default()
             };
             let t0 = now_micros();
             let ok = c.publish_events(authed(&admin, r)).await.is_ok();

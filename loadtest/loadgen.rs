@@ -16,6 +16,8 @@
 //! - d: baseline, multi-row INSERT of 100 rows per statement;
 //! - e: PullEvents walking forward in batches of 1000 after a prefill of 1,000,000 rows, and
 //!   single pulls at offsets 0, 1,000 and 1,000,000 (50 each, taking turns);
+//! - k1, k100: durable publishing of 1 and 100 events per request with an idempotency key on
+//!   every event, in turns with a1, b100, the same without keys (what keys cost);
 //! - f: b again, now that the topic holds over 1,000,000 events, in turns with f0, the same to a
 //!   fresh topic;
 //! - a<N>, c<N>: a and c again with N clients for each N of `--sweep` (16, 32, 64 in a full

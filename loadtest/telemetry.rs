@@ -81,6 +81,7 @@ async fn load(
                         topic: "bench".into(),
                         events: events.clone(),
                         durable: true,
+                        ..Default::default()
                     },
                 );
                 let t = Instant::now();

@@ -136,6 +136,7 @@ impl Bench {
             topic: topic.into(),
             events: events(n),
             durable: true,
+            ..Default::default()
         };
         let at = Instant::now();
         let stored = self

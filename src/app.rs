@@ -124,7 +124,13 @@ impl App {
             &node.cluster,
             metrics.clone(),
         ));
-        let writer = Writer::start(pool.clone(), db.writers, tracker, metrics.clone());
+        let writer = Writer::start_with_window(
+            pool.clone(),
+            db.writers,
+            tracker,
+            metrics.clone(),
+            publish.dedupe_window.as_secs() as i64,
+        );
         let delivery = Delivery::new(
             pool.clone(),
             &delivery,
@@ -180,7 +186,11 @@ impl App {
         let retention_service = Retention::new(pool.clone(), retention);
         Ok(App {
             topics: topics.clone(),
-            topic_admin: TopicAdmin::new(topics, retention_service.clone()),
+            topic_admin: TopicAdmin::new(
+                topics,
+                retention_service.clone(),
+                publish.dedupe_window.as_secs() as i64,
+            ),
             retention: retention_service,
             events: Events::new(
                 pool.clone(),

@@ -31,10 +31,40 @@ pub enum Error {
     /// A dependency is down or the node is shutting down; retrying elsewhere may work.
     #[error("{0}")]
     Unavailable(String),
+    /// A conditional publish found its topic otherwise than required (FAILED_PRECONDITION;
+    /// the transports add the numbers a producer needs as metadata).
+    #[error("{0}")]
+    Conflict(Conflict),
     /// A bug or an unexpected dependency failure. Logged with its cause; clients see only
     /// "internal error".
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// Why a conditional publish was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// `expected_last_offset` was not the topic's last offset.
+    #[error("expected last offset {expected}, but the topic's last offset is {last}")]
+    LastOffset {
+        /// What the producer expected.
+        expected: i64,
+        /// The topic's last offset when the publish was checked.
+        last: i64,
+    },
+    /// A producer id published with an epoch lower than one it published with before.
+    #[error(
+        "fenced: producer {producer_id:?} published with epoch {epoch}, but epoch {current} \
+         has published since"
+    )]
+    Fenced {
+        /// The producer id.
+        producer_id: String,
+        /// The epoch of the refused publish.
+        epoch: i64,
+        /// The highest epoch seen for the producer id on the topic.
+        current: i64,
+    },
 }
 
 impl Error {

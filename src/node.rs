@@ -85,7 +85,7 @@ pub async fn run(
         tokio::spawn(grpc::server::serve(
             routes,
             listeners.grpc,
-            app.grpc.keepalive,
+            app.grpc,
             stop_accepting.clone(),
         ))
     };

@@ -4,7 +4,7 @@
 
 use crate::args::Plan;
 use crate::baselines::{make_baseline_table, prefill};
-use crate::pair::{Base, growth_pair, publish_pair};
+use crate::pair::{Base, growth_pair, keys_pair, publish_pair};
 use crate::report::{Report, ResultRow, thousands};
 use crate::scenarios::{point_pulls, pull_walk};
 use crate::settle::Admin;
@@ -167,6 +167,25 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
         publish_pair(&mut admin, plan, t, topic, base.as_ref(), BATCH, names).await?;
     let stage = stage_limit(plan);
 
+    // k1 with a1 and k100 with b100: idempotency keys on every event beside the same
+    // publishing without, in turns (issue 19: keys may cost at most 15 %).
+    let mut keyed_rows = Vec::new();
+    for (n, k_id, p_id) in [(1, "k1", "a1"), (BATCH, "k100", "b100")] {
+        say(&format!(
+            "{k_id}: durable publish, {n} events/request with a key each, {c} clients; \
+             {p_id}: the same without keys, in turns"
+        ));
+        let k_name = format!("publish durable, {n} ev/req, a key on every event");
+        let p_name = format!("publish durable, {n} ev/req, no keys (beside {k_id})");
+        let names = [(k_id, k_name.as_str()), (p_id, p_name.as_str())];
+        let (mut k, p) = keys_pair(&mut admin, plan, t, topic, n, names).await?;
+        k.ratio = Some(eps(&k) / eps(&p));
+        k.ratio_to = Some(p.id.clone());
+        k.target = Some(format!(">= 85% of {p_id}"));
+        k.target_met = Some(eps(&k) >= 0.85 * eps(&p));
+        keyed_rows.extend([k, p]);
+    }
+
     if let Some(conn) = admin.conn.as_mut()
         && plan.prefill > 0
     {
@@ -278,6 +297,7 @@ pub(crate) async fn bench(plan: &Plan, t: &Target, topic: &str) -> Result<Report
     rows.extend(base_c);
     rows.extend(base_d);
     rows.extend(sweep);
+    rows.extend(keyed_rows);
     rows.extend([walk, p0, p1, p2, f, f0]);
     Ok(Report {
         settings: plan.clone(),

@@ -26,6 +26,8 @@ use std::sync::atomic::AtomicI64;
 enum Side<'a> {
     /// Durable PublishEvents to this topic with this many events per request.
     Publish(&'a str, usize),
+    /// The same with an idempotency key on every event.
+    Keyed(&'a str, usize),
     /// Rows straight into Postgres with this many rows per INSERT.
     Baseline(usize),
 }
@@ -54,7 +56,10 @@ async fn slice(
     let limit = stage_limit(plan);
     match (side, base) {
         (Side::Publish(topic, n), _) => {
-            settled(admin, "publish", limit, publish(plan, t, topic, n)).await
+            settled(admin, "publish", limit, publish(plan, t, topic, n, false)).await
+        }
+        (Side::Keyed(topic, n), _) => {
+            settled(admin, "publish", limit, publish(plan, t, topic, n, true)).await
         }
         (Side::Baseline(n), Some(b)) => {
             let rows = baseline(plan, &t.threads, b.url, b.offsets, n);
@@ -95,6 +100,27 @@ pub(crate) async fn growth_pair(
     let (g, f) = published_with(admin, plan, t, (grown, per_request), (None, other), names).await?;
     let f = f.ok_or_else(|| anyhow::anyhow!("the fresh topic's side did not run"))?;
     Ok((g, f))
+}
+
+/// Publishing of `per_request` events with an idempotency key on each and the same without
+/// keys, to the same topic, in turns, as the rows `(id, scenario)` of `names` (keyed first):
+/// what keys cost, at the same moments of the host.
+pub(crate) async fn keys_pair(
+    admin: &mut Admin,
+    plan: &Plan,
+    t: &Target,
+    topic: &str,
+    per_request: usize,
+    names: [(&str, &str); 2],
+) -> Result<(ResultRow, ResultRow)> {
+    let [(id, scenario), (other_id, other_scenario)] = names;
+    let sides = (
+        Side::Keyed(topic, per_request),
+        Side::Publish(topic, per_request),
+    );
+    let (keyed, plain) = measure_pair(admin, plan, t, None, sides).await?;
+    let plain = plain.ok_or_else(|| anyhow::anyhow!("the side without keys did not run"))?;
+    Ok((keyed.row(id, scenario), plain.row(other_id, other_scenario)))
 }
 
 /// Publishing to `topic` in turns with `other`; the publish row also gets its average events

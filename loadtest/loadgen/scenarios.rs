@@ -181,13 +181,20 @@ pub(crate) fn new_event(worker: usize, seq: u64) -> NewEvent {
 // ---------------------------------------------------------------------------------------------
 // Scenarios.
 
-/// Durable PublishEvents of `per_request` events, `concurrency` requests in flight.
+/// Durable PublishEvents of `per_request` events, `concurrency` requests in flight; with
+/// `keyed`, every event carries an idempotency key never used before (`<run>-<worker>-<seq>`,
+/// `<run>` the call's start in nanoseconds, so slices of one run never repeat a key).
 pub(crate) async fn publish(
     plan: &Plan,
     t: &Target,
     topic: &str,
     per_request: usize,
+    keyed: bool,
 ) -> Result<Measured> {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
     let window = Window::new(plan);
     let mut workers = Vec::with_capacity(plan.concurrency);
     for w in 0..plan.concurrency {
@@ -201,13 +208,18 @@ pub(crate) async fn publish(
                 let events: Vec<NewEvent> = (0..per_request)
                     .map(|_| {
                         seq += 1;
-                        new_event(w, seq)
+                        let mut e = new_event(w, seq);
+                        if keyed {
+                            e.idempotency_key = format!("{run}-{w}-{seq}");
+                        }
+                        e
                     })
                     .collect();
                 let req = PublishEventsRequest {
                     topic: topic.clone(),
                     events,
                     durable: true,
+                    ..Default::default()
                 };
                 let r = match client.publish_events(authed(&auth, req)).await {
                     Ok(resp) => {

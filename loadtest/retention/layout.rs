@@ -126,7 +126,7 @@ async fn publish_slice(
         );
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                if writer.write(&name, "", events.clone()).await.is_ok() {
+                if writer.write(&name, "", events.clone(), None).await.is_ok() {
                     stored.fetch_add(events.len() as u64, Ordering::Relaxed);
                 }
             }

@@ -149,6 +149,7 @@ pub(crate) async fn prune_under_load(
     let r = UpdateTopicRequest {
         id: topic.id.clone(),
         retention: Some(keep),
+        ..Default::default()
     };
     api.update_topic(authed(admin, r)).await?;
     let name = TopicName::parse(&topic.name)?;
@@ -238,6 +239,7 @@ async fn publisher(
             topic: "big".into(),
             events: events.clone(),
             durable: true,
+            ..Default::default()
         };
         let t = Instant::now();
         let out = api.publish_events(authed(&admin, r)).await;

@@ -11,8 +11,8 @@ mod sections;
 
 pub use schedule::{DEFAULT_SCHEDULE, RetrySchedule};
 pub use sections::{
-    Auth, Db, Delivery, Grpc, Http, Live, Node, PublishLimits, RateLimits, Retention, Settings,
-    WebSocketLimits,
+    Auth, ConnectionAge, Db, Delivery, Grpc, Http, Live, Node, PublishLimits, RateLimits,
+    Retention, Settings, WebSocketLimits,
 };
 
 use std::net::SocketAddr;
@@ -136,6 +136,27 @@ pub struct Config {
     /// 0 = never.
     #[arg(long, env = "ER_WS_MAX_CONNECTION_AGE_SECONDS", default_value_t = 0)]
     pub ws_max_connection_age_seconds: u64,
+
+    /// Seconds after which the node ends a gRPC connection (HTTP/2 GOAWAY, then up to
+    /// ER_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS for its calls in flight), so clients reconnect
+    /// through the load balancer and spread onto new nodes; each node draws its age once
+    /// between 80 % and 100 % of this. 0 = never.
+    #[arg(long, env = "ER_GRPC_MAX_CONNECTION_AGE_SECONDS", default_value_t = 0)]
+    pub grpc_max_connection_age_seconds: u64,
+
+    /// Seconds a gRPC connection past its age may take to finish its calls (a StreamEvents
+    /// call is ended then, and its client resumes after its last offset).
+    #[arg(
+        long,
+        env = "ER_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS",
+        default_value_t = 30
+    )]
+    pub grpc_max_connection_age_grace_seconds: u64,
+
+    /// Default seconds an idempotency key is remembered in a topic (its dedupe window), for
+    /// topics without a window of their own; at most 30 days.
+    #[arg(long, env = "ER_DEDUPE_WINDOW_SECONDS", default_value_t = 86_400)]
+    pub dedupe_window_seconds: u64,
 
     /// Postgres reads replaying stored events to (re)joining clients that run at once on a
     /// node; more wait for a turn, so a reconnect storm cannot swamp Postgres.
@@ -356,6 +377,11 @@ impl std::fmt::Debug for Config {
             .field("metrics_addr", &self.metrics_addr)
             .field("grpc_max_message_bytes", &self.grpc_max_message_bytes)
             .field("writers", &self.writers)
+            .field("dedupe_window_seconds", &self.dedupe_window_seconds)
+            .field(
+                "grpc_max_connection_age_seconds",
+                &self.grpc_max_connection_age_seconds,
+            )
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<secret>"))
             .field("insecure_dev_jwt", &self.insecure_dev_jwt)
             .field("auth_enabled", &self.auth_enabled)

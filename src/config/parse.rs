@@ -2,8 +2,8 @@
 //! fill: every check of a value is made here, once, and its message names the variable to fix.
 
 use super::sections::{
-    Auth, Db, Delivery, Grpc, Http, Live, Node, PublishLimits, RateLimits, Retention, Settings,
-    WebSocketLimits,
+    Auth, ConnectionAge, Db, Delivery, Grpc, Http, Live, Node, PublishLimits, RateLimits,
+    Retention, Settings, WebSocketLimits,
 };
 use super::{Config, DEV_JWT_SECRET, MIN_JWT_SECRET_BYTES};
 use crate::topics::{DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
@@ -128,6 +128,10 @@ impl Config {
             addr: self.grpc_addr,
             max_message_bytes: self.grpc_max_message_bytes,
             keepalive: Duration::from_secs(self.keepalive_seconds),
+            max_connection_age: (self.grpc_max_connection_age_seconds > 0).then(|| ConnectionAge {
+                age: Duration::from_secs(self.grpc_max_connection_age_seconds),
+                grace: Duration::from_secs(self.grpc_max_connection_age_grace_seconds),
+            }),
         })
     }
 
@@ -181,9 +185,15 @@ impl Config {
             self.max_event_bytes >= 1024,
             "ER_MAX_EVENT_BYTES must be at least 1024",
         )?;
+        check(
+            (1..=crate::topics::MAX_DEDUPE_WINDOW_SECONDS as u64)
+                .contains(&self.dedupe_window_seconds),
+            "ER_DEDUPE_WINDOW_SECONDS must be between 1 and 2592000 (30 days)",
+        )?;
         Ok(PublishLimits {
             max_event_bytes: self.max_event_bytes,
             max_events_per_request: self.max_events_per_request,
+            dedupe_window: Duration::from_secs(self.dedupe_window_seconds),
         })
     }
 

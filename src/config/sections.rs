@@ -102,6 +102,17 @@ pub struct Grpc {
     pub max_message_bytes: usize,
     /// HTTP/2 ping interval, and the keepalive of streams that ask for one.
     pub keepalive: Duration,
+    /// When connections are ended with GOAWAY so clients spread onto other nodes.
+    pub max_connection_age: Option<ConnectionAge>,
+}
+
+/// The age after which a gRPC connection is ended, and the time its calls then have.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConnectionAge {
+    /// The configured age (each node draws its own between 80% and 100% of it).
+    pub age: Duration,
+    /// How long calls in flight may go on after the GOAWAY.
+    pub grace: Duration,
 }
 
 /// The HTTP listener.
@@ -147,6 +158,8 @@ pub struct PublishLimits {
     pub max_event_bytes: usize,
     /// Most events per request.
     pub max_events_per_request: usize,
+    /// How long a topic without a window of its own remembers idempotency keys.
+    pub dedupe_window: Duration,
 }
 
 /// Calls per second per key for each kind; 0 means unlimited.

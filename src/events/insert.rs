@@ -6,6 +6,7 @@
 use super::model::ValidEvent;
 use crate::topics::TopicName;
 use sqlx::AssertSqlSafe;
+use std::collections::HashSet;
 
 /// Stores the rows of `cols` through `db`: a transaction the writer opened for several topics,
 /// or the pool, where the statement is its own implicit transaction (one round trip for a
@@ -83,18 +84,22 @@ pub(super) async fn store<'c>(
 /// Column arrays for UNNEST, borrowing the events' text (the batch outlives the statement),
 /// so building them copies no string; only the context is encoded anew.
 pub(super) struct Columns<'a> {
-    id: Vec<uuid::Uuid>,
-    name: Vec<&'a str>,
-    identifier: Vec<&'a str>,
-    data: Vec<&'a str>,
-    source: Vec<&'a str>,
-    group_key: Vec<&'a str>,
-    reference_key: Vec<&'a str>,
-    trace_key: Vec<&'a str>,
-    user_id: Vec<&'a str>,
-    anonymous_id: Vec<&'a str>,
-    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
-    context: Vec<String>,
+    pub(super) id: Vec<uuid::Uuid>,
+    pub(super) name: Vec<&'a str>,
+    pub(super) identifier: Vec<&'a str>,
+    pub(super) data: Vec<&'a str>,
+    pub(super) source: Vec<&'a str>,
+    pub(super) group_key: Vec<&'a str>,
+    pub(super) reference_key: Vec<&'a str>,
+    pub(super) trace_key: Vec<&'a str>,
+    pub(super) user_id: Vec<&'a str>,
+    pub(super) anonymous_id: Vec<&'a str>,
+    pub(super) occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
+    pub(super) context: Vec<String>,
+    /// Each row's idempotency key (`None`: no key); bound only by the keyed statement.
+    pub(super) key: Vec<Option<&'a str>>,
+    /// The keys of the rows held: a key a second time in one batch is not a row.
+    keys: HashSet<&'a str>,
 }
 
 impl<'a> Columns<'a> {
@@ -112,6 +117,8 @@ impl<'a> Columns<'a> {
             anonymous_id: Vec::with_capacity(n),
             occurred_at: Vec::with_capacity(n),
             context: Vec::with_capacity(n),
+            key: Vec::with_capacity(n),
+            keys: HashSet::new(),
         }
     }
 
@@ -120,8 +127,24 @@ impl<'a> Columns<'a> {
         self.id.len()
     }
 
-    pub(super) fn push(&mut self, identifier: &'a str, v: &'a ValidEvent) {
+    /// Whether a row has an idempotency key: the batch then takes the keyed statement
+    /// (`keyed.rs`); without one, the statement above, as before keys existed.
+    pub(super) fn is_keyed(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Adds `v` as a row, unless its idempotency key is already a row of this batch (the
+    /// same key twice in one request, or in two requests sharing a transaction): that one
+    /// is answered with the first, and `false` says so.
+    pub(super) fn push(&mut self, identifier: &'a str, v: &'a ValidEvent) -> bool {
         let e = &v.event;
+        let key = v.key();
+        if let Some(k) = key
+            && !self.keys.insert(k)
+        {
+            return false;
+        }
+        self.key.push(key);
         self.id.push(v.id);
         self.name.push(&e.name);
         self.identifier.push(identifier);
@@ -135,5 +158,6 @@ impl<'a> Columns<'a> {
         self.occurred_at.push(v.occurred_at);
         self.context
             .push(serde_json::to_string(&e.context).unwrap_or_else(|_| "{}".into()));
+        true
     }
 }

@@ -2,10 +2,14 @@
 //! hand-off) and reading (pulls with filters). Authorization is checked here, so every
 //! transport enforces the same policy.
 
+mod answer;
 mod dead_letters;
 mod filter;
+mod guard;
 mod insert;
+mod keyed;
 mod model;
+mod publish;
 mod queue;
 mod read;
 mod writer;
@@ -13,20 +17,25 @@ mod writer;
 pub use dead_letters::DeadLetter;
 pub use filter::Filter;
 pub use filter::{MAX_FILTERS, parse_filters};
-pub use model::{Event, NewEvent, Refused, ValidEvent, format_time, parse_time, validate};
-pub use queue::WriteError;
+pub use guard::{Guard, MAX_PRODUCER_ID_BYTES, ProducerEpoch};
+pub use model::{
+    Event, MAX_IDEMPOTENCY_KEY_BYTES, NewEvent, Refused, ValidEvent, format_time, parse_time,
+    validate,
+};
+pub use publish::{Publish, Published};
+pub use queue::{Stored, WriteError};
 pub use read::{
     COUNT_CAP, DEFAULT_BATCH, DEFAULT_TIMEOUT as READ_TIMEOUT, MAX_BATCH, PullBatch, PullQuery,
     read_after, read_before, scoped,
 };
-pub use writer::Writer;
+pub use writer::{DEFAULT_DEDUPE_WINDOW_SECONDS, Writer};
 
 use crate::auth::Principal;
 use crate::config::PublishLimits;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::page::{Page, PageRequest};
-use crate::topics::{TopicName, TopicRef};
+use crate::topics::TopicName;
 use sqlx::PgPool;
 use std::sync::Arc;
 
@@ -92,84 +101,6 @@ impl Events {
         dead_letters::record(&self.pool, topic, refused).await?;
         self.metrics.dead_lettered(refused.len());
         Ok(())
-    }
-
-    /// Publishes events to `topic` (`name` or `name:identifier`).
-    ///
-    /// Request-level faults (no events, too many, one too large, not allowed) refuse the whole
-    /// request and store nothing. Per-event faults (blank name, invalid JSON, bad time) and an
-    /// unknown topic send those events to the dead-letter table and leave them out of the
-    /// answer. A missing or malformed topic dead-letters everything and answers
-    /// INVALID_ARGUMENT, so the producer notices.
-    #[tracing::instrument(skip(self, principal, events), fields(n = events.len()))]
-    pub async fn publish(
-        &self,
-        principal: &Principal,
-        topic: &str,
-        events: Vec<NewEvent>,
-        durable: bool,
-    ) -> Result<Vec<Event>> {
-        self.check_limits(&events)?;
-        let topic_ref = if topic.trim().is_empty() {
-            Err(Error::invalid(NO_TOPIC_MESSAGE))
-        } else {
-            TopicRef::parse(topic)
-        };
-        let topic_ref = match topic_ref {
-            Ok(t) => t,
-            Err(e) => {
-                principal.may_publish_somewhere()?;
-                let reason = e.to_string();
-                let refused: Vec<_> = events
-                    .into_iter()
-                    .map(|ev| Refused::new(ev, reason.clone()))
-                    .collect();
-                self.dead_letter(topic, &refused).await?;
-                return Err(e);
-            }
-        };
-        principal.authorize_publish(&topic_ref)?;
-
-        let mut valid = Vec::with_capacity(events.len());
-        let mut refused = Vec::new();
-        for e in events {
-            match validate(e) {
-                Ok(v) => valid.push(v),
-                Err(r) => refused.push(*r),
-            }
-        }
-        self.dead_letter(topic, &refused).await?;
-        if valid.is_empty() {
-            return Ok(vec![]);
-        }
-
-        let name = &topic_ref.name;
-        let identifier = topic_ref.identifier_str();
-        let outcome = if durable {
-            self.writer.write(name, identifier, valid).await
-        } else if self.topic_exists(name).await? {
-            Ok(valid
-                .into_iter()
-                .map(|v| Event::from_valid(v, name.as_str(), identifier, 0))
-                .collect())
-        } else {
-            Err(WriteError::TopicGone(valid))
-        };
-        match outcome {
-            Ok(events) => {
-                self.fanout.published(name.as_str(), events.clone());
-                Ok(events)
-            }
-            Err(WriteError::TopicGone(valid)) => {
-                let refused: Vec<_> = valid
-                    .into_iter()
-                    .map(|v| Refused::new(v.event, "Topic not found"))
-                    .collect();
-                self.dead_letter(topic, &refused).await?;
-                Ok(vec![])
-            }
-            Err(WriteError::Failed(e)) => Err(e),
-        }
     }
 
     fn check_limits(&self, events: &[NewEvent]) -> Result<()> {

@@ -30,6 +30,11 @@ pub struct NewEvent {
     pub occurred_at: String,
     /// String context.
     pub context: BTreeMap<String, String>,
+    /// The producer's name for this event, unique within its topic for the topic's dedupe
+    /// window: a durable publish of a key already stored answers the original instead of
+    /// storing a copy. Empty: no key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idempotency_key: String,
 }
 
 impl NewEvent {
@@ -45,6 +50,7 @@ impl NewEvent {
             &self.user_id,
             &self.anonymous_id,
             &self.occurred_at,
+            &self.idempotency_key,
         ];
         fields.iter().map(|f| f.len()).sum::<usize>()
             + self
@@ -64,6 +70,13 @@ pub struct ValidEvent {
     pub event: NewEvent,
     /// Parsed occurrence time.
     pub occurred_at: DateTime<Utc>,
+}
+
+impl ValidEvent {
+    /// Its idempotency key, if it has one.
+    pub fn key(&self) -> Option<&str> {
+        Some(self.event.idempotency_key.as_str()).filter(|k| !k.is_empty())
+    }
 }
 
 /// A stored (or live) event. Serde is for the cluster bus, which carries events between nodes.
@@ -173,6 +186,10 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 /// Longest event name accepted.
 pub const MAX_EVENT_NAME_LEN: usize = 255;
 
+/// Longest idempotency key accepted, in bytes (a UUID, a hash, or a producer's
+/// `<instance>-<sequence>` fit many times over; the keys table stays compact).
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
 /// An event refused at publish time, with every reason: what a dead letter records.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Refused {
@@ -211,6 +228,11 @@ pub fn validate(mut e: NewEvent) -> Result<ValidEvent, Box<Refused>> {
         // Postgres jsonb cannot store NUL characters.
         errors.push("data must not contain \\u0000".to_owned());
     }
+    if e.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        errors.push(format!(
+            "idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
+        ));
+    }
     let occurred_at = if e.occurred_at.is_empty() {
         Some(Utc::now())
     } else {
@@ -230,7 +252,7 @@ pub fn validate(mut e: NewEvent) -> Result<ValidEvent, Box<Refused>> {
         &e.trace_key,
     ]
     .iter()
-    .chain([&e.user_id, &e.anonymous_id].iter())
+    .chain([&e.user_id, &e.anonymous_id, &e.idempotency_key].iter())
     .any(|s| s.contains('\0'))
         || e.context
             .iter()

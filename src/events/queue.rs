@@ -1,7 +1,9 @@
 //! The writer's queue: the publish requests it has received and not yet stored, and how the
 //! next transaction's batch is cut from them (at most [`MAX_BATCH_EVENTS`] events, at least one
-//! request) and grouped by topic. The writer itself is in `writer.rs`.
+//! request) and grouped by topic, with the conditional requests (a [`Guard`]) set apart for
+//! transactions of their own. The writer itself is in `writer.rs`.
 
+use super::guard::Guard;
 use super::model::{Event, ValidEvent};
 use crate::error::Error;
 use crate::topics::TopicName;
@@ -10,6 +12,16 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most events stored in one transaction.
 pub(super) const MAX_BATCH_EVENTS: usize = 5_000;
+
+/// An event as the writer answers it: stored now, or stored before under the same
+/// idempotency key (`duplicate`, with the original's id and offset).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored {
+    /// The event; a duplicate's id and offset are the original's.
+    pub event: Event,
+    /// Whether its key was stored before (inside the window) and nothing was stored now.
+    pub duplicate: bool,
+}
 
 /// Why a write did not store the events.
 #[derive(Debug)]
@@ -21,13 +33,15 @@ pub enum WriteError {
 }
 
 /// Where a request's answer goes.
-pub(super) type Reply = oneshot::Sender<Result<Vec<Event>, WriteError>>;
+pub(super) type Reply = oneshot::Sender<Result<Vec<Stored>, WriteError>>;
 
 /// One publish request waiting for the writer.
 pub(super) struct Job {
     pub(super) topic: TopicName,
     pub(super) identifier: String,
     pub(super) events: Vec<ValidEvent>,
+    /// Conditions: the request takes a transaction of its own.
+    pub(super) guard: Option<Guard>,
     pub(super) reply: Reply,
 }
 
@@ -63,8 +77,9 @@ impl Queue {
         }
     }
 
-    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job), by topic.
-    pub(super) fn take_batch(&mut self) -> Groups {
+    /// The first jobs holding up to [`MAX_BATCH_EVENTS`] events (at least one job): those
+    /// without conditions by topic, and the conditional ones in arrival order.
+    pub(super) fn take_batch(&mut self) -> (Groups, Vec<Job>) {
         let mut size = 0;
         let mut n = 0;
         for job in self.jobs.iter() {
@@ -76,10 +91,15 @@ impl Queue {
         }
         self.events -= size;
         let mut groups = BTreeMap::<TopicName, Vec<Job>>::new();
+        let mut guarded = Vec::new();
         for job in self.jobs.drain(..n) {
-            groups.entry(job.topic.clone()).or_default().push(job);
+            if job.guard.is_some() {
+                guarded.push(job);
+            } else {
+                groups.entry(job.topic.clone()).or_default().push(job);
+            }
         }
-        groups.into_iter().collect()
+        (groups.into_iter().collect(), guarded)
     }
 }
 
@@ -92,6 +112,7 @@ mod tests {
             topic: TopicName::parse(topic).expect("valid name"),
             identifier: String::new(),
             events: vec![super::super::model::tick(); events],
+            guard: None,
             reply: oneshot::channel().0,
         }
     }
@@ -120,7 +141,7 @@ mod tests {
         for (t, n) in [("b", 1), ("a", 2), ("b", 3), ("a_1", 4), ("a", 5)] {
             q.push(job(t, n));
         }
-        let groups = q.take_batch();
+        let (groups, _) = q.take_batch();
         // Byte order, as Postgres' "C" collation sorts: '_' (0x5f) before the letters.
         assert_eq!(
             sizes(&groups),
@@ -135,13 +156,13 @@ mod tests {
         q.push(job("a", MAX_BATCH_EVENTS - 1));
         q.push(job("b", 2));
         q.push(job("a", MAX_BATCH_EVENTS + 5));
-        let first = q.take_batch();
+        let (first, _) = q.take_batch();
         assert_eq!(sizes(&first), vec![("a", vec![MAX_BATCH_EVENTS - 1])]);
         assert_eq!(q.events, 2 + MAX_BATCH_EVENTS + 5);
-        let second = q.take_batch();
+        let (second, _) = q.take_batch();
         assert_eq!(sizes(&second), vec![("b", vec![2])]);
         // A request larger than the limit on its own still goes, alone.
-        let third = q.take_batch();
+        let (third, _) = q.take_batch();
         assert_eq!(sizes(&third), vec![("a", vec![MAX_BATCH_EVENTS + 5])]);
         assert_eq!((q.jobs.len(), q.events), (0, 0));
     }

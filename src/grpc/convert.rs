@@ -29,12 +29,19 @@ pub fn topic(t: Topic) -> proto::Topic {
         name: t.name,
         retention: None,
         stats: None,
+        dedupe_window_seconds: 0,
     }
 }
 
 /// A topic with its retention and statistics.
-pub fn topic_with(t: Topic, r: Option<&TopicRetention>) -> proto::Topic {
+/// A topic as listed or answered, with its retention and dedupe window.
+pub fn listed_topic(t: crate::usecases::ListedTopic) -> proto::Topic {
+    topic_with(t.topic, t.retention.as_ref(), t.dedupe_window_seconds)
+}
+
+pub fn topic_with(t: Topic, r: Option<&TopicRetention>, window: i64) -> proto::Topic {
     proto::Topic {
+        dedupe_window_seconds: window,
         retention: r.map(|r| retention_out(&r.policy)),
         stats: r.map(|r| {
             let s = &r.stats;
@@ -71,6 +78,27 @@ fn retention_out(p: &Policy) -> proto::TopicRetention {
     }
 }
 
+/// A publish request from the wire; malformed conditions are INVALID_ARGUMENT.
+pub fn publish(r: proto::PublishEventsRequest) -> Result<events::Publish> {
+    Ok(events::Publish {
+        guard: events::Guard::parse(r.expected_last_offset, &r.producer_id, r.producer_epoch)?,
+        topic: r.topic,
+        events: r.events.into_iter().map(new_event).collect(),
+        durable: r.durable,
+        all_or_nothing: r.all_or_nothing,
+    })
+}
+
+/// A publish's answer.
+pub fn published(p: events::Published) -> proto::PublishEventsResponse {
+    let indexes = |v: Vec<usize>| v.into_iter().map(|i| i as i32).collect();
+    proto::PublishEventsResponse {
+        events: p.events.into_iter().map(event).collect(),
+        duplicate_indexes: indexes(p.duplicates),
+        dead_lettered_indexes: indexes(p.dead_lettered),
+    }
+}
+
 pub fn new_event(e: proto::NewEvent) -> NewEvent {
     NewEvent {
         name: e.name,
@@ -83,6 +111,7 @@ pub fn new_event(e: proto::NewEvent) -> NewEvent {
         anonymous_id: e.anonymous_id,
         occurred_at: e.occurred_at,
         context: e.context.into_iter().collect(),
+        idempotency_key: e.idempotency_key,
     }
 }
 
@@ -98,6 +127,7 @@ fn new_event_out(e: NewEvent) -> proto::NewEvent {
         anonymous_id: e.anonymous_id,
         occurred_at: e.occurred_at,
         context: e.context.into_iter().collect(),
+        idempotency_key: e.idempotency_key,
     }
 }
 

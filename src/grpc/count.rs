@@ -248,6 +248,7 @@ mod tests {
                 })
                 .collect(),
             durable: true,
+            ..Default::default()
         }
     }
 

@@ -17,7 +17,7 @@ use crate::events::PullQuery;
 use crate::page::{PageRequest, wire};
 use crate::proto::{self, event_relay_server::EventRelay};
 use crate::ratelimit::CallKind;
-use crate::topics::{TopicName, TopicRef};
+use crate::topics::{DedupeWindow, TopicName, TopicRef};
 use convert::parse_id;
 use tonic::{Request, Response, Status};
 
@@ -57,15 +57,9 @@ impl EventRelay for Service {
                 .limiter
                 .check(p.key_id, kind, "PublishEvents")
                 .await?;
-            let events = r.events.into_iter().map(convert::new_event).collect();
-            let stored = self
-                .app
-                .events
-                .publish(&p, &r.topic, events, r.durable)
-                .await?;
-            Ok(proto::PublishEventsResponse {
-                events: stored.into_iter().map(convert::event).collect(),
-            })
+            let req = convert::publish(r)?;
+            let published = self.app.events.publish(&p, req).await?;
+            Ok(convert::published(published))
         })
         .await
     }
@@ -112,11 +106,7 @@ impl EventRelay for Service {
                 .list(&p, PageRequest::new(r.page, r.page_size), "")
                 .await?;
             Ok(proto::ListTopicsResponse {
-                topics: page
-                    .items
-                    .into_iter()
-                    .map(|t| convert::topic_with(t.topic, t.retention.as_ref()))
-                    .collect(),
+                topics: page.items.into_iter().map(convert::listed_topic).collect(),
                 total_count: wire(page.total_count),
                 next_page: wire(page.next_page),
                 previous_page: wire(page.previous_page),
@@ -135,9 +125,14 @@ impl EventRelay for Service {
             let r = req.into_inner();
             let name = TopicName::parse(&r.name)?;
             let policy = r.retention.map(convert::retention).transpose()?;
-            let (t, retention) = self.app.topic_admin.create(&p, &name, policy).await?;
+            let window = DedupeWindow::parse(r.dedupe_window_seconds)?;
+            let t = self
+                .app
+                .topic_admin
+                .create(&p, &name, policy, window)
+                .await?;
             Ok(proto::CreateTopicResponse {
-                topic: Some(convert::topic_with(t, Some(&retention))),
+                topic: Some(convert::listed_topic(t)),
             })
         })
         .await
@@ -166,13 +161,14 @@ impl EventRelay for Service {
             let p = self.principal(&req).await?;
             let r = req.into_inner();
             let id = parse_id(&r.id, "id")?;
-            let policy = convert::retention(
-                r.retention
-                    .ok_or_else(|| Error::invalid("retention is required"))?,
-            )?;
-            let (t, retention) = self.app.topic_admin.update(&p, id, policy).await?;
+            let policy = r.retention.map(convert::retention).transpose()?;
+            let window = r
+                .dedupe_window_seconds
+                .map(DedupeWindow::parse)
+                .transpose()?;
+            let t = self.app.topic_admin.update(&p, id, policy, window).await?;
             Ok(proto::UpdateTopicResponse {
-                topic: Some(convert::topic_with(t, Some(&retention))),
+                topic: Some(convert::listed_topic(t)),
             })
         })
         .await

@@ -1,7 +1,7 @@
 //! The one mapping from the domain [`Error`] to gRPC status. Internal causes are logged here
 //! and never sent to the client.
 
-use crate::error::Error;
+use crate::error::{Conflict, Error};
 use tonic::{Code, Status};
 
 impl From<Error> for Status {
@@ -10,7 +10,7 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::FailedPrecondition(_) | Error::Conflict(_) => Code::FailedPrecondition,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
@@ -21,6 +21,19 @@ impl From<Error> for Status {
             }
         };
         let mut status = Status::new(code, e.to_string());
+        // What a conditional producer needs to go on, readable without parsing the message.
+        let detail = match &e {
+            Error::Conflict(Conflict::LastOffset { last, .. }) => Some(("er-last-offset", *last)),
+            Error::Conflict(Conflict::Fenced { current, .. }) => {
+                Some(("er-producer-epoch", *current))
+            }
+            _ => None,
+        };
+        if let Some((key, n)) = detail
+            && let Ok(v) = n.to_string().parse()
+        {
+            status.metadata_mut().insert(key, v);
+        }
         if code == Code::ResourceExhausted {
             // The retry hint: windows are one second long.
             status.metadata_mut().insert(

@@ -102,7 +102,9 @@ impl IntoResponse for Error {
         let code = match &self {
             Error::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::AlreadyExists(_) | Error::FailedPrecondition(_) => StatusCode::CONFLICT,
+            Error::AlreadyExists(_) | Error::FailedPrecondition(_) | Error::Conflict(_) => {
+                StatusCode::CONFLICT
+            }
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,

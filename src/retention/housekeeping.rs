@@ -1,6 +1,7 @@
 //! Retention of the cluster-wide tables that grow with traffic but not per topic: dead letters
-//! (kept `ER_RETENTION_DEAD_LETTERS_DAYS`) and the live spill (kept
-//! `ER_RETENTION_SPILL_SECONDS`), plus partitions a pruner detached and did not get to drop.
+//! (kept `ER_RETENTION_DEAD_LETTERS_DAYS`), the live spill (kept
+//! `ER_RETENTION_SPILL_SECONDS`) and idempotency keys past their topic's dedupe window (each
+//! row carries its expiry), plus partitions a pruner detached and did not get to drop.
 //! One node runs it at a time (the [`super::HOUSEKEEPING`] unit of the topic ownership).
 //!
 //! These tables are one each for the whole cluster and small beside the events (a dead letter
@@ -28,6 +29,8 @@ pub struct Swept {
     pub spill: u64,
     /// Detached partitions left behind.
     pub orphans: u64,
+    /// Idempotency keys past their window.
+    pub keys: u64,
 }
 
 /// One sweep over the cluster-wide tables.
@@ -45,6 +48,24 @@ pub async fn sweep(pool: &PgPool, settings: &Settings) -> Result<Swept> {
         .await?
         .rows_affected();
         swept.dead_letters += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    for _ in 0..MAX_BATCHES {
+        // Through the expiry index, oldest first; a key a publish took over meanwhile (its
+        // expiry moved) is left alone.
+        let n = sqlx::query(
+            "DELETE FROM idempotency_keys k USING (
+                 SELECT topic, key FROM idempotency_keys WHERE expires_at <= now()
+                 ORDER BY expires_at LIMIT $1) d
+             WHERE k.topic = d.topic AND k.key = d.key AND k.expires_at <= now()",
+        )
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        swept.keys += n;
         if n < BATCH as u64 {
             break;
         }

@@ -3,11 +3,13 @@
 //! or publisher can ever see a half-made topic. Both are partitioned (`partitions.rs`), so
 //! retention drops whole partitions; `layout.rs` converts the plain tables of older topics.
 
+pub mod dedupe;
 pub mod layout;
 mod name;
 pub mod partitions;
 pub mod policy;
 
+pub use dedupe::{DedupeWindow, MAX_DEDUPE_WINDOW_SECONDS};
 pub use name::{MAX_IDENTIFIER_LEN, MAX_NAME_LEN, TopicName, TopicRef, parse_identifier};
 pub use policy::{DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
 

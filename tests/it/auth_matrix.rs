@@ -174,6 +174,7 @@ async fn call(
                 topic: "users".into(),
                 events,
                 durable: true,
+                ..Default::default()
             };
             let stored = c.publish_events(req(b, r)).await?.into_inner().events;
             // An accepted publish stores the event (a dead-lettered one would be left out).

@@ -108,6 +108,7 @@ async fn api_key_create_prints_one_json_object_whose_token_works() {
             topic: topic.into(),
             events: vec![event("user.created", r#"{"id": 1}"#)],
             durable: true,
+            ..Default::default()
         };
         let stored = cl
             .publish_events(authed(token, r))
@@ -122,6 +123,7 @@ async fn api_key_create_prints_one_json_object_whose_token_works() {
             topic: topic.into(),
             events: vec![event("user.created", "{}")],
             durable: true,
+            ..Default::default()
         };
         let refused = cl.publish_events(authed(token, r)).await;
         assert_code(refused, Code::PermissionDenied, None);

@@ -169,6 +169,7 @@ async fn two_nodes_writing_the_same_topics_never_deadlock() {
                             topic: topic.into(),
                             events: vec![event("tick", "{}")],
                             durable: true,
+                            ..Default::default()
                         },
                     ))
                     .await

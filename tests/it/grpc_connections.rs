@@ -26,6 +26,7 @@ async fn concurrent_calls_on_many_connections_each_get_their_own_reply() {
                                 topic: "spread".into(),
                                 events: vec![event("tick", &data)],
                                 durable: true,
+                                ..Default::default()
                             },
                         ))
                         .await

@@ -122,6 +122,7 @@ pub async fn try_publish(
         topic: topic.into(),
         events,
         durable: true,
+        ..Default::default()
     };
     let out = c
         .client(node)
@@ -197,6 +198,7 @@ pub async fn publish_as(
         topic: topic.into(),
         events: vec![event("user.created", r#"{"id": 1}"#)],
         durable: true,
+        ..Default::default()
     };
     c.publish_events(authed(token, r)).await
 }
@@ -230,4 +232,91 @@ pub async fn count_rows(pool: &sqlx::PgPool, table: &str) -> i64 {
         .fetch_one(pool)
         .await
         .unwrap_or_else(|e| panic!("count {table}: {e}"))
+}
+
+/// An event with an idempotency key (the key also in its data, for checks in SQL).
+pub fn keyed(key: &str) -> eventrelay::proto::NewEvent {
+    eventrelay::proto::NewEvent {
+        idempotency_key: key.into(),
+        ..event("keyed", &format!(r#"{{"k": "{key}"}}"#))
+    }
+}
+
+/// Sends a whole publish request as the admin to node `node`.
+pub async fn publish_request(
+    c: &TestCluster,
+    node: usize,
+    r: eventrelay::proto::PublishEventsRequest,
+) -> Result<eventrelay::proto::PublishEventsResponse, tonic::Status> {
+    let out = c
+        .client(node)
+        .await
+        .publish_events(authed(&c.admin, r))
+        .await?;
+    Ok(out.into_inner())
+}
+
+/// A durable publish request of `events` to `topic`.
+pub fn durable(
+    topic: &str,
+    events: Vec<eventrelay::proto::NewEvent>,
+) -> eventrelay::proto::PublishEventsRequest {
+    eventrelay::proto::PublishEventsRequest {
+        topic: topic.into(),
+        events,
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// The offsets of events.
+pub fn offsets_of(events: &[eventrelay::proto::Event]) -> Vec<i64> {
+    events.iter().map(|e| e.offset64).collect()
+}
+
+/// Rows stored in a topic's events table, and how many distinct `data.k` they hold.
+pub async fn stored_rows(c: &TestCluster, topic: &str) -> (i64, i64) {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), count(DISTINCT data->>'k') FROM {topic}_events"
+    )))
+    .fetch_one(&c.pool)
+    .await
+    .unwrap()
+}
+
+/// Holds topic `topic`'s offset row in a transaction of the test's own, so every publish of
+/// the topic waits for it; returns the holder (commit or drop it to release the row).
+pub async fn hold_offsets(
+    c: &TestCluster,
+    topic: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = c.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO topic_offsets (name, reserved, marked) VALUES ($1, 0, 0)
+         ON CONFLICT (name) DO UPDATE SET reserved = topic_offsets.reserved",
+    )
+    .bind(topic)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    holder
+}
+
+/// Waits until at least `n` statements of this test's database wait for a lock (a bound of
+/// 30 s, not a timing: they reach it within moments).
+pub async fn lock_waiters(c: &TestCluster, n: i64) {
+    for _ in 0..300 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&c.pool)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} statements ever waited for a lock");
 }

@@ -154,6 +154,7 @@ async fn oversized_messages_are_refused_even_with_credentials() {
                 topic: "users".into(),
                 events: vec![big],
                 durable: true,
+                ..Default::default()
             },
         ))
         .await;

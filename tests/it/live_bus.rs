@@ -37,6 +37,7 @@ async fn bus_without_redis_delivers_over_notify_in_order() {
                     topic: "bus_pg".into(),
                     events: numbered(i * 2..i * 2 + 2),
                     durable: true,
+                    ..Default::default()
                 };
                 client.publish_events(authed(&admin, r)).await.unwrap();
             }
@@ -87,6 +88,7 @@ async fn bus_carries_non_durable_events_between_nodes() {
             topic: "bus_live".into(),
             events: numbered(0..3),
             durable: false,
+            ..Default::default()
         };
         c.client(0)
             .await
@@ -100,6 +102,7 @@ async fn bus_carries_non_durable_events_between_nodes() {
             topic: "bus_live".into(),
             events: vec![crate::helpers::event("big", &big)],
             durable: false,
+            ..Default::default()
         };
         c.client(0)
             .await
@@ -184,6 +187,7 @@ async fn bus_notify_carries_small_coalesced_offset_ranges() {
                 topic: "bus_notify".into(),
                 events: numbered(i..i + 1),
                 durable: true,
+                ..Default::default()
             };
             client.publish_events(authed(&admin, r)).await.unwrap();
         }));

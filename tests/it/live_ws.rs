@@ -212,6 +212,7 @@ async fn ws_resume_after_disconnect_has_no_gap_and_no_duplicate() {
                     topic: "ws_resume".into(),
                     events: vec![event(&format!("late{i}"), "{}")],
                     durable: true,
+                    ..Default::default()
                 };
                 c0.publish_events(authed(&admin, r)).await.unwrap();
             }

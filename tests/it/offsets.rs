@@ -37,6 +37,7 @@ async fn concurrent_publishers_never_let_a_reader_skip() {
                             topic: "stream".into(),
                             events,
                             durable: true,
+                            ..Default::default()
                         },
                     ))
                     .await

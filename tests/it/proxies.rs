@@ -382,6 +382,7 @@ async fn publish_on(grpc: u16, admin: &str, i: usize) {
         topic: "lb_orders".into(),
         events: vec![event(&format!("e{i}"), "{}")],
         durable: true,
+        ..Default::default()
     };
     api.publish_events(authed(admin, req))
         .await

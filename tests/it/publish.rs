@@ -12,6 +12,7 @@ fn req(topic: &str, events: Vec<NewEvent>, durable: bool) -> PublishEventsReques
         topic: topic.into(),
         events,
         durable,
+        ..Default::default()
     }
 }
 

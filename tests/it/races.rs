@@ -60,6 +60,7 @@ async fn create_and_drop_while_publishing_and_pulling() {
                             topic: topic.clone(),
                             events,
                             durable: true,
+                            ..Default::default()
                         },
                     ))
                     .await;

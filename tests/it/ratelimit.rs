@@ -112,6 +112,7 @@ async fn keys_and_kinds_are_counted_separately() {
                     topic: "users".into(),
                     events: vec![event("x", "{}")],
                     durable: true,
+                    ..Default::default()
                 },
             ))
             .await;

@@ -54,6 +54,7 @@ pub async fn create_retained(c: &TestCluster, name: &str, r: TopicRetention) -> 
             proto::CreateTopicRequest {
                 name: name.into(),
                 retention: Some(r),
+                ..Default::default()
             },
         ))
         .await
@@ -72,6 +73,7 @@ pub async fn set_retention(c: &TestCluster, id: &str, r: TopicRetention) -> prot
             proto::UpdateTopicRequest {
                 id: id.into(),
                 retention: Some(r),
+                ..Default::default()
             },
         ))
         .await
@@ -465,7 +467,11 @@ async fn update_topic_is_for_admins_and_checks_its_input_and_metrics_show_retent
                 .await
                 .update_topic(authed(
                     &token,
-                    proto::UpdateTopicRequest { id, retention: r },
+                    proto::UpdateTopicRequest {
+                        id,
+                        retention: r,
+                        ..Default::default()
+                    },
                 ))
                 .await
         }

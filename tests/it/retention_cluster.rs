@@ -71,6 +71,7 @@ async fn the_pruners_owner_killed_mid_prune_is_replaced_and_the_prune_finished()
             topic: "pruned".into(),
             events: (0..n).map(|i| event(&format!("e{i}"), "{}")).collect(),
             durable: true,
+            ..Default::default()
         };
         let req = authed(&admin, r);
         async move { api.publish_events(req).await.map(|r| r.into_inner().events) }
@@ -97,6 +98,7 @@ async fn the_pruners_owner_killed_mid_prune_is_replaced_and_the_prune_finished()
                 max_events: 2,
                 ..Default::default()
             }),
+            ..Default::default()
         },
     ))
     .await
@@ -253,6 +255,7 @@ async fn topics_with_data_in_plain_tables_move_to_partitions_while_publishing_go
                     topic: "legacy".into(),
                     events: vec![event(&format!("new{i}"), "{}")],
                     durable: true,
+                    ..Default::default()
                 };
                 let e = api
                     .publish_events(authed(&admin, r))
@@ -301,6 +304,7 @@ async fn topics_with_data_in_plain_tables_move_to_partitions_while_publishing_go
             topic: "legacy".into(),
             events: (0..1000).map(|i| event(&format!("b{i}"), "{}")).collect(),
             durable: true,
+            ..Default::default()
         };
         api.publish_events(authed(&admin, r)).await.unwrap();
     }
@@ -369,6 +373,7 @@ async fn retain(node: &Node, admin: &str, id: Uuid, n: i64) {
                     max_events: n,
                     ..Default::default()
                 }),
+                ..Default::default()
             },
         ))
         .await

@@ -106,6 +106,7 @@ async fn graceful_restart_loses_nothing_acknowledged() {
                             topic: "orders".into(),
                             events: events(2, &format!("p{p}-{i}")),
                             durable: true,
+                            ..Default::default()
                         },
                     )
                 };

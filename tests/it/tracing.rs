@@ -101,6 +101,7 @@ async fn grpc_calls_continue_the_callers_trace_and_are_exported() {
             topic: "traced".into(),
             events: vec![event("x", "{}")],
             durable: true,
+            ..Default::default()
         },
     );
     req.metadata_mut().insert(

@@ -211,6 +211,7 @@ impl Setup {
                     topic: "orders".into(),
                     events: events(5, "load"),
                     durable: true,
+                    ..Default::default()
                 };
                 cl.publish_events(authed(&admin, r)).await.expect("publish");
                 published.fetch_add(5, Ordering::SeqCst);

@@ -146,6 +146,7 @@ async fn delivery_resumes_by_itself_when_postgres_drops_every_connection() {
             topic: "orders".into(),
             events: events(5, "after"),
             durable: true,
+            ..Default::default()
         };
         if cl.publish_events(authed(&c.admin, r)).await.is_ok() {
             stored += 5;

@@ -331,6 +331,7 @@ async fn sse_streams_a_subscription_resumes_and_ends_like_a_websocket() {
         topic: "sse_orders".into(),
         events: numbered(9..10),
         durable: false,
+        ..Default::default()
     };
     api.publish_events(crate::helpers::authed(&c.admin, req))
         .await

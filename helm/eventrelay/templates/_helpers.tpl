@@ -178,6 +178,18 @@ Environment shared by the node and the migration job: non-secret settings and se
 - name: ER_WS_MAX_CONNECTION_AGE_SECONDS
   value: {{ . | toString | quote }}
 {{- end }}
+{{- with .Values.config.grpcMaxConnectionAgeSeconds }}
+- name: ER_GRPC_MAX_CONNECTION_AGE_SECONDS
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with .Values.config.grpcMaxConnectionAgeGraceSeconds }}
+- name: ER_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS
+  value: {{ . | toString | quote }}
+{{- end }}
+{{- with .Values.config.dedupeWindowSeconds }}
+- name: ER_DEDUPE_WINDOW_SECONDS
+  value: {{ . | toString | quote }}
+{{- end }}
 {{- with .Values.config.maxConnectionsPerAddress }}
 - name: ER_MAX_CONNECTIONS_PER_ADDRESS
   value: {{ . | toString | quote }}

@@ -137,6 +137,18 @@ pub struct PublishPayload<'a> {
     /// The events.
     #[serde(borrow, default)]
     pub events: Vec<WsEvent<'a>>,
+    /// Store nothing if any event would be dead-lettered (as over gRPC).
+    #[serde(default)]
+    pub all_or_nothing: bool,
+    /// Store only if the topic's last offset is this (as over gRPC).
+    #[serde(default)]
+    pub expected_last_offset: Option<i64>,
+    /// Producer fencing: the producer's id (empty or absent: none).
+    #[serde(default)]
+    pub producer_id: Option<String>,
+    /// Producer fencing: its epoch.
+    #[serde(default)]
+    pub producer_epoch: i64,
 }
 
 /// One event of `publish_events`; fields may be strings, null, or (for `data` and context
@@ -164,6 +176,8 @@ pub struct WsEvent<'a> {
     occurred_at: Option<&'a RawValue>,
     #[serde(borrow)]
     context: BTreeMap<String, &'a RawValue>,
+    #[serde(borrow)]
+    idempotency_key: Option<&'a RawValue>,
 }
 
 /// A field's text: a string's contents, nothing for null, any other JSON as its text.
@@ -200,6 +214,7 @@ impl WsEvent<'_> {
                 .into_iter()
                 .map(|(k, v)| (k, text(Some(v))))
                 .collect(),
+            idempotency_key: text(self.idempotency_key),
         }
     }
 }

@@ -9,7 +9,8 @@
 use super::io::{CLOSE_POLICY, Kill, Outbox, pump, slow_client};
 use crate::app::App;
 use crate::auth::Grant;
-use crate::error::{Error, Result};
+use crate::error::{Conflict, Error, Result};
+use crate::events::{Guard, Publish, Published};
 use crate::http::phoenix::{
     Frame, JoinPayload, Kind, PublishPayload, Ref, RefreshPayload, Vsn, encode_raw, parse,
 };
@@ -248,7 +249,28 @@ impl Conn {
             return self.reply(&frame, "unauthorized", json!({ "reason": reason }));
         };
         match self.publish_as(key, expires, &frame).await {
-            Ok(offsets) => self.reply(&frame, "ok", json!({ "offsets": offsets })),
+            Ok(p) => {
+                // The original's answer, plus the request indexes of duplicates and dead
+                // letters when there are any (as PublishEventsResponse carries them).
+                let offsets: Vec<i64> = p.events.iter().map(|e| e.offset).collect();
+                let mut answer = json!({ "offsets": offsets });
+                if !p.duplicates.is_empty() {
+                    answer["duplicate_indexes"] = json!(p.duplicates);
+                }
+                if !p.dead_lettered.is_empty() {
+                    answer["dead_lettered_indexes"] = json!(p.dead_lettered);
+                }
+                self.reply(&frame, "ok", answer)
+            }
+            // The numbers a conditional producer goes on with, as gRPC's metadata carries them.
+            Err(Error::Conflict(c)) => {
+                let mut answer = json!({ "reason": c.to_string() });
+                match &c {
+                    Conflict::LastOffset { last, .. } => answer["last_offset"] = json!(last),
+                    Conflict::Fenced { current, .. } => answer["producer_epoch"] = json!(current),
+                }
+                self.reply(&frame, "error", answer)
+            }
             Err(Error::PermissionDenied(r) | Error::Unauthenticated(r)) => {
                 self.reply(&frame, "unauthorized", json!({ "reason": r }));
             }
@@ -268,7 +290,7 @@ impl Conn {
         key: Uuid,
         expires: Option<i64>,
         frame: &Frame<'_>,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<Published> {
         let app = &self.app;
         if expires.is_some_and(|exp| chrono::Utc::now().timestamp() >= exp) {
             return Err(Lost::Expired.into());
@@ -282,12 +304,19 @@ impl Conn {
             CallKind::LivePublish
         };
         app.limiter.check(key, kind, "PublishEvents").await?;
-        let events = req.events.into_iter().map(|e| e.into_new()).collect();
-        let stored = app
-            .events
-            .publish(&principal, &req.topic, events, req.durable)
-            .await?;
-        Ok(stored.iter().map(|e| e.offset).collect())
+        let guard = Guard::parse(
+            req.expected_last_offset,
+            req.producer_id.as_deref().unwrap_or_default(),
+            req.producer_epoch,
+        )?;
+        let publish = Publish {
+            topic: req.topic,
+            events: req.events.into_iter().map(|e| e.into_new()).collect(),
+            durable: req.durable,
+            all_or_nothing: req.all_or_nothing,
+            guard,
+        };
+        app.events.publish(&principal, publish).await
     }
 
     /// Re-checks every channel's access: closes the channels that lost it, and answers

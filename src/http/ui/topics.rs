@@ -114,8 +114,13 @@ async fn create(
 ) -> UiResult {
     let mut errors = Errors::new();
     if let Some(name) = errors.check("name", TopicName::parse(f.name.trim())) {
-        match app.topic_admin.create(&as_admin(), &name, None).await {
-            Ok((t, _)) => return Ok(see_other(&format!("/topics/{}/events", t.name))),
+        let window = crate::topics::DedupeWindow::NODE_DEFAULT;
+        match app
+            .topic_admin
+            .create(&as_admin(), &name, None, window)
+            .await
+        {
+            Ok(t) => return Ok(see_other(&format!("/topics/{}/events", t.topic.name))),
             Err(e @ Error::AlreadyExists(_)) => errors.add("name", e.to_string()),
             Err(e) => return Err(e.into()),
         }
