@@ -78,6 +78,8 @@ pub struct Outcome {
     pub ledger: Ledger,
     /// When the socket of the first join ended, and its close code (0: no close frame).
     pub closed: Option<(Instant, u16)>,
+    /// The reason of that close, unless it was the drain's (code 1001).
+    pub close_reason: Option<String>,
     /// When the client started resuming: its socket's close (storm) or its start (fresh).
     pub started: Instant,
     /// When its join on the last node was answered.
@@ -101,8 +103,8 @@ struct Conn {
 /// How a socket ended.
 enum End {
     Stopped,
-    /// A close frame with its code, the connection's end (0), or a channel error.
-    Closed(u16),
+    /// A close frame with its code and reason, the connection's end (0), or a channel error.
+    Closed(u16, String),
 }
 
 impl Conn {
@@ -155,7 +157,7 @@ impl Conn {
                 let (op, payload) = match frame(&self.buf) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
-                    Err(_) => return End::Closed(0),
+                    Err(_) => return End::Closed(0, String::new()),
                 };
                 let body = &self.buf[payload.clone()];
                 match op {
@@ -163,7 +165,7 @@ impl Conn {
                         Some(o) => ledger.see(o),
                         // phx_error or phx_close: the channel ended; rejoin.
                         None if memchr::memmem::find(body, b"phx_").is_some() => {
-                            return End::Closed(0);
+                            return End::Closed(0, String::new());
                         }
                         None => {}
                     },
@@ -171,12 +173,13 @@ impl Conn {
                         let code = body
                             .get(..2)
                             .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
-                        return End::Closed(code);
+                        let reason = String::from_utf8_lossy(body.get(2..).unwrap_or_default());
+                        return End::Closed(code, reason.into_owned());
                     }
                     0x9 => {
                         let pong = client_frame(0xA, body);
                         if self.tcp.write_all(&pong).await.is_err() {
-                            return End::Closed(0);
+                            return End::Closed(0, String::new());
                         }
                     }
                     _ => {}
@@ -193,7 +196,7 @@ impl Conn {
                 r = self.tcp.read_buf(&mut self.buf) => r,
             };
             if !matches!(read, Ok(n) if n > 0) {
-                return End::Closed(0);
+                return End::Closed(0, String::new());
             }
         }
     }
@@ -208,6 +211,7 @@ pub async fn client(plan: Plan, sub: Arc<str>, jwt: Arc<str>, p: Arc<Progress>) 
     let mut out = Outcome {
         ledger: Ledger::new(after),
         closed: None,
+        close_reason: None,
         started: Instant::now(),
         resumed: None,
         caught_up: None,
@@ -224,7 +228,10 @@ pub async fn client(plan: Plan, sub: Arc<str>, jwt: Arc<str>, p: Arc<Progress>) 
         p.joined.fetch_add(1, Ordering::Relaxed);
         let mut never = None; // the first node's pushes are not a resume
         let end = conn.run(&mut out.ledger, i64::MAX, &mut never, &p).await;
-        let End::Closed(code) = end else { return out };
+        let End::Closed(code, reason) = end else {
+            return out;
+        };
+        out.close_reason = (code != 1001).then_some(reason);
         drop(conn);
         out.started = Instant::now();
         out.closed = Some((out.started, code));

@@ -47,7 +47,9 @@ impl Phase {
     /// From the first close (storm) or the start (fresh) until the last client's `at`.
     fn all(&self, at: impl Fn(&Outcome) -> Option<Instant>) -> Option<Duration> {
         let last = self.outcomes.iter().map(&at).collect::<Option<Vec<_>>>()?;
-        let first = self.outcomes.iter().map(|o| o.started).min()?;
+        // A storm client cut off before SIGTERM is not part of the storm's start.
+        let starts = self.outcomes.iter().map(|o| o.started);
+        let first = starts.filter(|s| *s >= self.origin).min()?;
         Some(last.into_iter().max()?.saturating_duration_since(first))
     }
 
@@ -95,7 +97,25 @@ impl Phase {
                 closes.len()
             );
             let first = closes.iter().copied().fold(f64::INFINITY, f64::min);
-            println!("          first close {first:.0} ms after SIGTERM");
+            let early = self
+                .outcomes
+                .iter()
+                .filter(|o| o.closed.is_some_and(|c| c.0 < self.origin));
+            println!(
+                "          first close {first:.0} ms after SIGTERM; {} closed before SIGTERM",
+                early.count()
+            );
+            let mut reasons = BTreeMap::new();
+            for r in self
+                .outcomes
+                .iter()
+                .filter_map(|o| o.close_reason.as_deref())
+            {
+                *reasons.entry(r).or_insert(0) += 1;
+            }
+            if !reasons.is_empty() {
+                println!("          closes other than the drain's, by reason: {reasons:?}");
+            }
         }
         let resumed = self.outcomes.iter().filter(|o| o.resumed.is_some()).count();
         let caught = self
