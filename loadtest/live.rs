@@ -13,13 +13,15 @@
 //! 4. memory per idle websocket: a fresh node's RSS before and after `--idle` connections
 //!    that each joined the subscription (`ulimit -n` must allow them; it is 20,000 here).
 //!
+//! With `--storm` it measures the reconnect storm after a node is drained instead, beside
+//! fresh joins (live_storm.rs).
+//!
 //! Run: `cargo build --release && target/release/er-live-bench` (`--quick` for a smoke run).
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use eventrelay::auth::{ApiKeys, KeyType};
 use eventrelay::proto::{self, NewEvent};
-use eventrelay_testkit::{BENCH_PREFIX, TestDb, admin_key, authed};
+use eventrelay_testkit::{BENCH_PREFIX, TestDb, authed};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -27,7 +29,13 @@ use std::time::{Duration, Instant};
 
 mod live_baselines;
 mod live_clients;
+mod live_ledger;
 mod live_nodes;
+mod live_pgcpu;
+mod live_publisher;
+mod live_resume;
+mod live_storm;
+mod live_storm_report;
 
 use live_clients::{Clients, now_micros};
 use live_nodes::{Server, interrupted};
@@ -59,6 +67,32 @@ struct Args {
     /// Small numbers everywhere: a smoke run.
     #[arg(long)]
     quick: bool,
+    /// Run the reconnect storm instead (live_storm.rs): `--clients` on node A, A drained,
+    /// every client resuming on node B, beside as many fresh joins on B with the same backlogs.
+    #[arg(long)]
+    storm: bool,
+    /// Storm: the nodes' ER_DRAIN_SPREAD_SECONDS (their default).
+    #[arg(long, default_value_t = 10)]
+    spread: u64,
+    /// Storm: the nodes' ER_LIVE_REPLAY_CONCURRENCY (their default).
+    #[arg(long, default_value_t = eventrelay::live::REPLAY_CONCURRENCY)]
+    replay_concurrency: usize,
+    /// Storm: durable events in the topic before the clients join.
+    #[arg(long, default_value_t = 100_000)]
+    history: u64,
+    /// Storm: durable events published per second (one per request) while clients move.
+    #[arg(long, default_value_t = 50)]
+    storm_rate: u64,
+    /// Storm: bytes of filler in each event's data.
+    #[arg(long, default_value_t = 200)]
+    event_bytes: usize,
+    /// Storm: milliseconds a client waits after its socket closes before it reconnects (the
+    /// Phoenix client's first step).
+    #[arg(long, default_value_t = 10)]
+    reconnect_ms: u64,
+    /// Storm: seconds of publishing alone before the drain, for Postgres' background CPU.
+    #[arg(long, default_value_t = 3)]
+    calm: u64,
     /// Internal: run as the fan-out floor's sender for this many clients (see live_baselines).
     #[arg(long, hide = true)]
     floor_sender: Option<usize>,
@@ -74,6 +108,7 @@ async fn main() -> Result<()> {
     }
     if args.quick {
         (args.clients, args.seconds, args.flood_seconds, args.idle) = (50, 2, 2, 500);
+        (args.spread, args.history, args.storm_rate, args.calm) = (2, 5_000, 20, 1);
     }
     eventrelay::install_crypto_provider();
     let bin = std::env::current_exe()?.with_file_name("eventrelay");
@@ -85,8 +120,25 @@ async fn main() -> Result<()> {
     }
     let db = TestDb::create_on(&args.admin_url, BENCH_PREFIX).await?;
     // Interrupted, the run is dropped: its nodes (killed on drop) and the database go too.
+    let storm = live_storm::StormArgs {
+        clients: args.clients,
+        spread: args.spread,
+        replay_concurrency: args.replay_concurrency,
+        history: args.history,
+        rate: args.storm_rate,
+        event_bytes: args.event_bytes,
+        reconnect_ms: args.reconnect_ms,
+        calm: args.calm.max(1),
+    };
+    let bench = async {
+        if args.storm {
+            live_storm::run(&storm, &bin, &db.url, &args.redis_url).await
+        } else {
+            run(&args, &bin, &db.url).await
+        }
+    };
     let result = tokio::select! {
-        r = run(&args, &bin, &db.url) => r,
+        r = bench => r,
         s = interrupted() => Err(anyhow::anyhow!("interrupted by {s}")),
     };
     db.drop_db().await?;
@@ -97,45 +149,7 @@ async fn run(args: &Args, bin: &std::path::Path, db_url: &str) -> Result<()> {
     let cluster = format!("bench{}", uuid::Uuid::new_v4().simple());
     let a = Server::start(bin, db_url, &args.redis_url, &cluster, "a").await?;
     let b = Server::start(bin, db_url, &args.redis_url, &cluster, "b").await?;
-    let pool = eventrelay::db::connect(db_url, 4).await?;
-    let keys = ApiKeys::new(pool.clone());
-    let admin = admin_key(db_url, "bench").await?;
-    let mut grpc = a.client().await?;
-    grpc.create_topic(authed(
-        &admin,
-        proto::CreateTopicRequest {
-            name: "bench".into(),
-            ..Default::default()
-        },
-    ))
-    .await?;
-    let sub = grpc
-        .create_subscription(authed(
-            &admin,
-            proto::CreateSubscriptionRequest {
-                subscription: Some(proto::NewSubscription {
-                    name: "bench_ws".into(),
-                    topic_name: "bench".into(),
-                    subscription_type: "websocket".into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await?
-        .into_inner()
-        .subscription
-        .context("subscription")?
-        .id;
-    let consumer = keys
-        .create(KeyType::Consumer, "bench", &[], &[sub.parse()?])
-        .await?
-        .bearer_token()
-        .context("consumer token")?;
-    let jwt = grpc
-        .create_jwt(authed(&consumer, proto::CreateJwtRequest { expiration: 0 }))
-        .await?
-        .into_inner()
-        .jwt;
+    let live_nodes::Streamed { admin, sub, jwt } = live_nodes::streamed(&a, db_url).await?;
 
     let baseline = live_baselines::redis(&args.redis_url, args.rate, args.seconds).await?;
     println!(

@@ -44,7 +44,7 @@ fn stamp(text: &[u8]) -> Option<u64> {
 }
 
 /// One complete frame at the start of `buf`: its opcode, payload range and total length.
-fn frame(buf: &[u8]) -> Result<Option<(u8, std::ops::Range<usize>)>> {
+pub(crate) fn frame(buf: &[u8]) -> Result<Option<(u8, std::ops::Range<usize>)>> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
     if b0 & 0x80 == 0 || b1 & 0x80 != 0 {
         bail!("fragmented or masked frame from the server (not sent by this node)");
@@ -59,7 +59,7 @@ fn frame(buf: &[u8]) -> Result<Option<(u8, std::ops::Range<usize>)>> {
 }
 
 /// A masked client frame (RFC 6455 requires clients to mask; the key need not be secret here).
-fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
     let mut f = vec![0x80 | opcode];
     match payload.len() {
