@@ -16,9 +16,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Flushes telemetry when dropped (at the very end of `main`).
 #[must_use = "telemetry is flushed when the guard drops"]
-pub struct Guard(Option<SdkTracerProvider>);
+pub struct TelemetryGuard(Option<SdkTracerProvider>);
 
-impl Drop for Guard {
+impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(Err(e)) = self.0.take().map(|p| p.shutdown()) {
             eprintln!("flushing traces failed: {e}");
@@ -27,7 +27,7 @@ impl Drop for Guard {
 }
 
 /// Installs the global subscriber (and trace exporter). Call once per process.
-pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Guard {
+pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = otlp_endpoint.and_then(|endpoint| {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -80,7 +80,7 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Guard {
     if let Err(e) = result {
         eprintln!("telemetry already initialised: {e}");
     }
-    Guard(provider)
+    TelemetryGuard(provider)
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);

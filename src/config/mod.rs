@@ -11,8 +11,8 @@ mod sections;
 
 pub use schedule::{DEFAULT_SCHEDULE, RetrySchedule};
 pub use sections::{
-    Auth, ConnectionAge, Db, Delivery, Grpc, Http, Live, Node, PublishLimits, RateLimits,
-    Retention, Settings, WebSocketLimits,
+    AuthConfig, ConnectionAge, Db, DeliveryConfig, Grpc, Http, LiveConfig, Node, PublishLimits,
+    RateLimits, RetentionConfig, Settings, WebSocketLimits,
 };
 
 use std::net::SocketAddr;

@@ -2,8 +2,8 @@
 //! fill: every check of a value is made here, once, and its message names the variable to fix.
 
 use super::sections::{
-    Auth, ConnectionAge, Db, Delivery, Grpc, Http, Live, Node, PublishLimits, RateLimits,
-    Retention, Settings, WebSocketLimits,
+    AuthConfig, ConnectionAge, Db, DeliveryConfig, Grpc, Http, LiveConfig, Node, PublishLimits,
+    RateLimits, RetentionConfig, Settings, WebSocketLimits,
 };
 use super::{Config, DEV_JWT_SECRET, MIN_JWT_SECRET_BYTES};
 use crate::topics::{DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
@@ -68,7 +68,7 @@ impl Config {
                 drain_spread: Duration::from_secs(self.drain_spread_seconds)
                     .min(shutdown_grace / 2),
             },
-            auth: Auth {
+            auth: AuthConfig {
                 jwt_secret: self.jwt_secret().to_owned(),
                 enabled: self.auth_enabled,
                 insecure_dev_jwt: self.jwt_secret.is_none(),
@@ -197,7 +197,7 @@ impl Config {
         })
     }
 
-    fn live(&self) -> Result<Live, String> {
+    fn live(&self) -> Result<LiveConfig, String> {
         check(
             self.live_buffer_bytes >= 1024 * 1024,
             "ER_LIVE_BUFFER_BYTES must be at least 1048576",
@@ -206,14 +206,14 @@ impl Config {
             self.live_replay_concurrency > 0,
             "ER_LIVE_REPLAY_CONCURRENCY must be at least 1",
         )?;
-        Ok(Live {
+        Ok(LiveConfig {
             buffer: self.live_buffer,
             buffer_bytes: self.live_buffer_bytes,
             replay_concurrency: self.live_replay_concurrency,
         })
     }
 
-    fn delivery(&self) -> Result<Delivery, String> {
+    fn delivery(&self) -> Result<DeliveryConfig, String> {
         check(
             self.webhook_max_attempts > 0,
             "ER_WEBHOOK_MAX_ATTEMPTS must be at least 1",
@@ -226,7 +226,7 @@ impl Config {
             self.webhook_rate_limit.is_finite() && self.webhook_rate_limit >= 0.0,
             "ER_WEBHOOK_RATE_LIMIT must be 0 or more",
         )?;
-        Ok(Delivery {
+        Ok(DeliveryConfig {
             connect_timeout: Duration::from_millis(self.webhook_connect_timeout_ms),
             allowed_networks: self.webhook_allowed_networks.clone(),
             max_concurrency: self.webhook_max_concurrency,
@@ -239,7 +239,7 @@ impl Config {
         })
     }
 
-    fn retention(&self) -> Result<Retention, String> {
+    fn retention(&self) -> Result<RetentionConfig, String> {
         let policy = Policy::from_parts(
             i64::try_from(self.retention_max_age_seconds).unwrap_or(i64::MAX),
             i64::try_from(self.retention_max_events).unwrap_or(i64::MAX),
@@ -278,7 +278,7 @@ impl Config {
             (10..=86_400).contains(&self.retention_spill_seconds),
             "ER_RETENTION_SPILL_SECONDS must be between 10 and 86400",
         )?;
-        Ok(Retention {
+        Ok(RetentionConfig {
             defaults: TopicDefaults {
                 policy,
                 partition_span: i64::try_from(self.retention_partition_events)

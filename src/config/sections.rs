@@ -13,7 +13,7 @@ pub struct Settings {
     /// This node in its cluster.
     pub node: Node,
     /// Authentication.
-    pub auth: Auth,
+    pub auth: AuthConfig,
     /// Postgres.
     pub db: Db,
     /// Redis URL, when set; a secret (not in `Debug`).
@@ -27,11 +27,11 @@ pub struct Settings {
     /// Calls per second per key and kind.
     pub rate_limits: RateLimits,
     /// The live hub.
-    pub live: Live,
+    pub live: LiveConfig,
     /// Webhook delivery.
-    pub delivery: Delivery,
+    pub delivery: DeliveryConfig,
     /// Retention.
-    pub retention: Retention,
+    pub retention: RetentionConfig,
 }
 
 /// This node in its cluster.
@@ -51,7 +51,7 @@ pub struct Node {
 
 /// Authentication.
 #[derive(Clone)]
-pub struct Auth {
+pub struct AuthConfig {
     /// The JWT secret in force.
     pub jwt_secret: String,
     /// Whether API keys are required (false: every caller is an admin).
@@ -60,7 +60,7 @@ pub struct Auth {
     pub insecure_dev_jwt: bool,
 }
 
-impl std::fmt::Debug for Auth {
+impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("jwt_secret", &"<secret>")
@@ -177,7 +177,7 @@ pub struct RateLimits {
 
 /// The live hub of a node.
 #[derive(Clone, Copy, Debug)]
-pub struct Live {
+pub struct LiveConfig {
     /// Batches kept per topic.
     pub buffer: usize,
     /// Event bytes kept per topic.
@@ -188,7 +188,7 @@ pub struct Live {
 
 /// Webhook delivery.
 #[derive(Clone, Debug)]
-pub struct Delivery {
+pub struct DeliveryConfig {
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Networks endpoints may resolve to although internal.
@@ -211,7 +211,7 @@ pub struct Delivery {
 
 /// Node-wide retention settings.
 #[derive(Clone, Debug)]
-pub struct Retention {
+pub struct RetentionConfig {
     /// What new topics get.
     pub defaults: TopicDefaults,
     /// How often each topic's pruner runs its step.
@@ -230,9 +230,9 @@ pub struct Retention {
 
 const DAY: u64 = 86_400;
 
-impl Default for Retention {
+impl Default for RetentionConfig {
     fn default() -> Self {
-        Retention {
+        RetentionConfig {
             defaults: TopicDefaults::default(),
             interval: Duration::from_secs(10),
             drop_pause: Duration::from_secs(1),

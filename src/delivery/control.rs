@@ -4,7 +4,7 @@
 //! manager restarts delivery under a fresh epoch within a tick.
 
 use super::Delivery;
-use super::store::{self, Delivery as Record};
+use super::store::{self, DeliveryRecord as Record};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};

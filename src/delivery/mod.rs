@@ -17,8 +17,8 @@ pub mod store;
 pub mod worker;
 
 pub use crate::cluster::ownership::Lease;
-pub use settings::{OnExhausted, RetrySchedule, Settings};
-pub use store::Delivery as DeliveryRecord;
+pub use settings::{DeliverySettings, OnExhausted, RetrySchedule};
+pub use store::DeliveryRecord;
 pub use worker::{Step, StopReason, Worker};
 
 use crate::config;
@@ -42,13 +42,13 @@ pub struct Delivery {
 struct Inner {
     pool: PgPool,
     client: WebhookClient,
-    defaults: Settings,
+    defaults: DeliverySettings,
     permits: Semaphore,
     live: Live,
     metrics: Metrics,
     subscriptions: Subscriptions,
     poll: Duration,
-    retention: crate::retention::Settings,
+    retention: crate::retention::RetentionConfig,
 }
 
 impl Delivery {
@@ -56,8 +56,8 @@ impl Delivery {
     /// attempt records are kept.
     pub fn new(
         pool: PgPool,
-        config: &config::Delivery,
-        retention: crate::retention::Settings,
+        config: &config::DeliveryConfig,
+        retention: crate::retention::RetentionConfig,
         live: Live,
         metrics: Metrics,
     ) -> Result<Self> {
@@ -71,7 +71,7 @@ impl Delivery {
                 subscriptions: Subscriptions::new(pool.clone()),
                 pool,
                 client,
-                defaults: Settings::defaults(config),
+                defaults: DeliverySettings::defaults(config),
                 permits: Semaphore::new(config.max_concurrency),
                 live,
                 metrics,
@@ -98,7 +98,7 @@ impl Delivery {
     pub(crate) fn client(&self) -> &WebhookClient {
         &self.inner.client
     }
-    pub(crate) fn defaults(&self) -> &Settings {
+    pub(crate) fn defaults(&self) -> &DeliverySettings {
         &self.inner.defaults
     }
     pub(crate) fn permits(&self) -> &Semaphore {
@@ -116,7 +116,7 @@ impl Delivery {
     pub(crate) fn subscriptions(&self) -> &Subscriptions {
         &self.inner.subscriptions
     }
-    pub(crate) fn retention(&self) -> &crate::retention::Settings {
+    pub(crate) fn retention(&self) -> &crate::retention::RetentionConfig {
         &self.inner.retention
     }
 }

@@ -19,7 +19,7 @@ pub enum OnExhausted {
 
 /// Effective delivery settings of one subscription.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
+pub struct DeliverySettings {
     /// Delays before each attempt.
     pub schedule: RetrySchedule,
     /// Attempts per event before it is undeliverable.
@@ -32,10 +32,10 @@ pub struct Settings {
     pub rate_limit: Option<f64>,
 }
 
-impl Settings {
+impl DeliverySettings {
     /// The node-wide defaults.
-    pub fn defaults(config: &config::Delivery) -> Self {
-        Settings {
+    pub fn defaults(config: &config::DeliveryConfig) -> Self {
+        DeliverySettings {
             schedule: config.retry_schedule.clone(),
             max_attempts: config.max_attempts,
             on_exhausted: if config.pause_on_exhausted {
@@ -52,7 +52,7 @@ impl Settings {
     /// `max_attempts`, `on_exhausted` (`skip` or `pause`), `timeout_ms`, `rate_limit`
     /// (deliveries per second). Returns the settings and the problems found (each ignored).
     pub fn for_subscription(
-        defaults: &Settings,
+        defaults: &DeliverySettings,
         config: &BTreeMap<String, String>,
     ) -> (Self, Vec<String>) {
         let mut s = defaults.clone();
@@ -107,7 +107,7 @@ mod tests {
         let settings = config::Config::for_database("postgres://x")
             .settings()
             .unwrap();
-        let defaults = Settings::defaults(&settings.delivery);
+        let defaults = DeliverySettings::defaults(&settings.delivery);
         assert_eq!(defaults.max_attempts, 20);
         assert_eq!(defaults.on_exhausted, OnExhausted::Skip);
         let config: BTreeMap<String, String> = [
@@ -120,7 +120,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let (s, problems) = Settings::for_subscription(&defaults, &config);
+        let (s, problems) = DeliverySettings::for_subscription(&defaults, &config);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(s.max_attempts, 3);
         assert_eq!(s.on_exhausted, OnExhausted::Pause);
@@ -130,7 +130,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let (s, problems) = Settings::for_subscription(&defaults, &bad);
+        let (s, problems) = DeliverySettings::for_subscription(&defaults, &bad);
         assert_eq!(problems.len(), 2);
         assert_eq!(s, defaults);
     }

@@ -83,7 +83,7 @@ pub struct AttemptRecord {
     pub duration_ms: i32,
     /// When it started.
     pub attempted_at: DateTime<Utc>,
-    /// When retention removes the record (`retention::Settings::attempt_expiry`).
+    /// When retention removes the record (`retention::RetentionConfig::attempt_expiry`).
     pub expires_at: DateTime<Utc>,
 }
 
@@ -169,7 +169,7 @@ async fn record_once(
 
 /// A recorded attempt, as listed.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
-pub struct Delivery {
+pub struct DeliveryRecord {
     /// Id of the record.
     pub id: Uuid,
     /// Event offset.
@@ -199,9 +199,9 @@ pub async fn list(
     subscription: Uuid,
     limit: i64,
     offset: i64,
-) -> Result<(Vec<Delivery>, i64)> {
+) -> Result<(Vec<DeliveryRecord>, i64)> {
     let table = topic.deliveries_table();
-    let items = sqlx::query_as::<_, Delivery>(AssertSqlSafe(format!(
+    let items = sqlx::query_as::<_, DeliveryRecord>(AssertSqlSafe(format!(
         "SELECT id, event_offset, event_id, attempt, status, response_status, error,
                 duration_ms, epoch, attempted_at
          FROM {table} WHERE subscription_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"

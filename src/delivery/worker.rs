@@ -6,7 +6,7 @@
 //! and moves on, or pauses the subscription, as the topic says.
 
 use super::client::Outcome;
-use super::settings::{OnExhausted, Settings};
+use super::settings::{DeliverySettings, OnExhausted};
 use super::signing::SigningKey;
 use super::store::{self, AttemptRecord, CursorState, CursorUpdate};
 use super::{Delivery, Lease};
@@ -61,7 +61,7 @@ pub struct Worker {
     subscription: Subscription,
     topic: TopicRef,
     epoch: i64,
-    settings: Settings,
+    settings: DeliverySettings,
     key: SigningKey,
     fixed_headers: HeaderMap,
     buffer: VecDeque<Event>,
@@ -82,7 +82,7 @@ impl Worker {
                 .then(|| subscription.topic_identifier.clone()),
         };
         let (settings, problems) =
-            Settings::for_subscription(delivery.defaults(), &subscription.config);
+            DeliverySettings::for_subscription(delivery.defaults(), &subscription.config);
         for p in problems {
             tracing::warn!(subscription = %subscription.id, "ignoring bad config value: {p}");
         }
@@ -118,7 +118,7 @@ impl Worker {
     }
 
     /// The effective settings.
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &DeliverySettings {
         &self.settings
     }
 

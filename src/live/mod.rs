@@ -126,7 +126,7 @@ impl Live {
     }
 
     /// The hub the `Live` section of the configuration describes.
-    pub fn configured(config: &crate::config::Live) -> Self {
+    pub fn configured(config: &crate::config::LiveConfig) -> Self {
         Self::with_buffers(config.buffer, config.buffer_bytes)
             .with_replay_budget(config.replay_concurrency)
     }

@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Topic {
+struct TopicLabel {
     topic: String,
 }
 
@@ -41,12 +41,12 @@ pub struct TopicGauges {
 
 /// The metric families, registered once.
 pub struct TopicFamilies {
-    events: Family<Topic, Gauge>,
-    first_offset: Family<Topic, Gauge>,
-    oldest: Family<Topic, Gauge<f64, AtomicU64>>,
-    bytes: Family<Topic, Gauge>,
-    pruned_events: Family<Topic, Gauge>,
-    pruned_attempts: Family<Topic, Gauge>,
+    events: Family<TopicLabel, Gauge>,
+    first_offset: Family<TopicLabel, Gauge>,
+    oldest: Family<TopicLabel, Gauge<f64, AtomicU64>>,
+    bytes: Family<TopicLabel, Gauge>,
+    pruned_events: Family<TopicLabel, Gauge>,
+    pruned_attempts: Family<TopicLabel, Gauge>,
     pruned_rows: Family<What, Gauge>,
     owned: Gauge,
 }
@@ -115,7 +115,7 @@ impl TopicFamilies {
         self.pruned_events.clear();
         self.pruned_attempts.clear();
         for t in topics {
-            let l = Topic { topic: t.topic };
+            let l = TopicLabel { topic: t.topic };
             self.events.get_or_create(&l).set(t.events);
             self.first_offset.get_or_create(&l).set(t.first_offset);
             if let Some(s) = t.oldest_event_seconds {

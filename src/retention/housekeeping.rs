@@ -10,7 +10,7 @@
 //! short transaction that locks only the rows it removes, and autovacuum hands the space to
 //! the next inserts, so the tables stay at the size of their retention window.
 
-use super::Settings;
+use super::RetentionConfig;
 use crate::error::Result;
 use crate::topics::partitions;
 use sqlx::PgPool;
@@ -34,7 +34,7 @@ pub struct Swept {
 }
 
 /// One sweep over the cluster-wide tables.
-pub async fn sweep(pool: &PgPool, settings: &Settings) -> Result<Swept> {
+pub async fn sweep(pool: &PgPool, settings: &RetentionConfig) -> Result<Swept> {
     let mut swept = Swept::default();
     for _ in 0..MAX_BATCHES {
         let n = sqlx::query(

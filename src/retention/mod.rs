@@ -22,7 +22,7 @@ mod pruner;
 mod size;
 mod stats;
 
-pub use crate::config::Retention as Settings;
+pub use crate::config::RetentionConfig;
 pub use crate::topics::policy::{self, DEFAULT_PARTITION_SPAN, Policy, TopicDefaults};
 pub use housekeeping::{Swept, sweep as housekeeping_step};
 pub use pruner::{HOUSEKEEPING, Pruner, StepReport};
@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-impl Settings {
+impl RetentionConfig {
     /// When an attempt record with `status`, made at `at`, expires.
     pub fn attempt_expiry(&self, status: &str, at: DateTime<Utc>) -> DateTime<Utc> {
         let keep = if status == "delivered" {
@@ -60,12 +60,12 @@ impl Settings {
 #[derive(Clone)]
 pub struct Retention {
     pool: PgPool,
-    settings: Arc<Settings>,
+    settings: Arc<RetentionConfig>,
 }
 
 impl Retention {
     /// The service.
-    pub fn new(pool: PgPool, settings: Settings) -> Self {
+    pub fn new(pool: PgPool, settings: RetentionConfig) -> Self {
         Retention {
             pool,
             settings: Arc::new(settings),
@@ -73,7 +73,7 @@ impl Retention {
     }
 
     /// The node's settings.
-    pub fn settings(&self) -> &Settings {
+    pub fn settings(&self) -> &RetentionConfig {
         &self.settings
     }
 

@@ -14,7 +14,7 @@
 //! 5. record the statistics.
 
 use super::cut::{self, Moved};
-use super::{Policy, Settings, housekeeping, size, stats};
+use super::{Policy, RetentionConfig, housekeeping, size, stats};
 use crate::cluster::ownership::{Lease, Workload};
 use crate::error::Result;
 use crate::topics::layout::{self, Progress};
@@ -63,12 +63,12 @@ pub struct StepReport {
 #[derive(Clone)]
 pub struct Pruner {
     pool: PgPool,
-    settings: Arc<Settings>,
+    settings: Arc<RetentionConfig>,
 }
 
 impl Pruner {
     /// The pruner over the node's pool.
-    pub fn new(pool: PgPool, settings: Settings) -> Self {
+    pub fn new(pool: PgPool, settings: RetentionConfig) -> Self {
         Pruner {
             pool,
             settings: Arc::new(settings),
@@ -309,7 +309,7 @@ impl Pruner {
         Ok(dropped)
     }
 
-    /// Waits [`Settings::drop_pause`] before every drop of a step but the first: dropping a
+    /// Waits [`RetentionConfig::drop_pause`] before every drop of a step but the first: dropping a
     /// large table frees its files at once, and a backlog of them (retention set on a large
     /// topic) would compete with the publishes' WAL flushes for the disk all together
     /// (measured: docs/benchmarks.md).

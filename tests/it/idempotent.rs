@@ -262,7 +262,7 @@ async fn keys_expire_with_the_topics_window_and_housekeeping_prunes_them() {
     .execute(&c.pool)
     .await
     .unwrap();
-    let settings = eventrelay::retention::Settings::default();
+    let settings = eventrelay::retention::RetentionConfig::default();
     let swept = eventrelay::retention::housekeeping_step(&c.pool, &settings)
         .await
         .unwrap();
