@@ -8,6 +8,20 @@ use crate::topics::TopicName;
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
+/// The reservation of a batch's offsets, shared by the plain and the keyed statement: an upsert
+/// of the topic's `topic_offsets` row by the `counted` rows, starting from the larger of
+/// `reserved` and `topics.last_offset` (`$13` is the topic's name), which row-locks it until
+/// commit and moves the mark with it. `before` is the offset just before the batch.
+pub(super) const RESERVE: &str = "reserved AS (
+               INSERT INTO topic_offsets AS o (name, reserved, marked)
+               SELECT t.name, t.last_offset + c.n, t.last_offset + c.n
+               FROM topics t, counted c WHERE t.name = $13
+               ON CONFLICT (name) DO UPDATE
+                   SET reserved = GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved),
+                       marked = GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved)
+               RETURNING o.reserved - (SELECT n FROM counted) AS before
+           )";
+
 /// Stores the rows of `cols` through `db`: a transaction the writer opened for several topics,
 /// or the pool, where the statement is its own implicit transaction (one round trip for a
 /// batch of one topic). Returns the first offset, or `None` when the topic's row is gone. The
@@ -46,15 +60,7 @@ pub(super) async fn store<'c>(
                     WITH ORDINALITY AS u(i, n, ti, d, s, g, rk, t, usr, a, oc, c, ord)
            ), counted AS MATERIALIZED (
                SELECT count(*) AS n FROM rows
-           ), reserved AS (
-               INSERT INTO topic_offsets AS o (name, reserved, marked)
-               SELECT t.name, t.last_offset + c.n, t.last_offset + c.n
-               FROM topics t, counted c WHERE t.name = $13
-               ON CONFLICT (name) DO UPDATE
-                   SET reserved = GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved),
-                       marked = GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved)
-               RETURNING o.reserved - (SELECT n FROM counted) AS before
-           ), stored AS (
+           ), {RESERVE}, stored AS (
                INSERT INTO {} ("offset", id, name, topic_identifier, data, source, group_key,
                    reference_key, trace_key, user_id, anonymous_id, occurred_at, context)
                SELECT r.before + w.ord, w.i, w.n, w.ti, w.d, w.s, w.g, w.rk, w.t, w.usr, w.a,

@@ -20,6 +20,7 @@
 //!   Only the loser of a race pays that second run; an ordinary retry is seen at once.
 
 use super::insert::Columns;
+use super::insert::RESERVE;
 use crate::topics::TopicName;
 use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
@@ -73,15 +74,7 @@ pub(super) async fn store<'c>(
                FROM rows w WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.ord = w.ord)
            ), counted AS MATERIALIZED (
                SELECT count(*) AS n FROM fresh
-           ), reserved AS (
-               INSERT INTO topic_offsets AS o (name, reserved, marked)
-               SELECT t.name, t.last_offset + c.n, t.last_offset + c.n
-               FROM topics t, counted c WHERE t.name = $13
-               ON CONFLICT (name) DO UPDATE
-                   SET reserved = GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved),
-                       marked = GREATEST(o.reserved + (SELECT n FROM counted), EXCLUDED.reserved)
-               RETURNING o.reserved - (SELECT n FROM counted) AS before
-           ), stored AS (
+           ), {RESERVE}, stored AS (
                INSERT INTO {} ("offset", id, name, topic_identifier, data, source, group_key,
                    reference_key, trace_key, user_id, anonymous_id, occurred_at, context)
                SELECT r.before + f.pos, f.i, f.n, f.ti, f.d, f.s, f.g, f.rk, f.t, f.usr, f.a,

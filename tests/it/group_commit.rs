@@ -29,21 +29,8 @@ async fn stall_the_writer(
         let c = c.clone();
         tokio::spawn(async move { publish(&c, 0, "held", vec![event("second", "{}")]).await })
     };
-    // A bound, not a timing: the publish reaches the lock within moments.
-    for _ in 0..300 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&c.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return (holder, stalled);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the held publish never waited for the lock");
+    lock_waiters(c, 1).await;
+    (holder, stalled)
 }
 
 /// Starts a publish of `events` to `topic` on node 0.
