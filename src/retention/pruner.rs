@@ -381,7 +381,7 @@ impl Pruner {
                     tracing::info!(?s, "housekeeping removed expired rows")
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+                Err(e) => tracing::warn!(error = ?e, "housekeeping failed"),
             }
         }
     }

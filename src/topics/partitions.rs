@@ -372,11 +372,19 @@ pub async fn drop_orphan(pool: &PgPool, table: &str) -> Result<bool> {
     if !exists {
         return Ok(false);
     }
-    sqlx::raw_sql(AssertSqlSafe(format!(
+    // The pruner that detached it may drop it between the check and the lock: then it is gone,
+    // which is what this wanted.
+    let locked = sqlx::raw_sql(AssertSqlSafe(format!(
         "LOCK TABLE {q} IN ACCESS EXCLUSIVE MODE"
     )))
     .execute(&mut *tx)
-    .await?;
+    .await;
+    match locked {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => return Ok(false),
+        other => {
+            other?;
+        }
+    }
     let attached: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass($1))",
     )
