@@ -243,11 +243,11 @@ async fn store(
     // and a raced key's retry, at most one per topic too.
     for _ in 0..=2 * batches.len() {
         match try_store(ctx, &batches, guard).await {
-            Err(Failed::NoPartition(i, e)) => {
+            Err(Failed::NoPartition(i)) => {
+                // Nothing made means the topic's owner made them in the meantime (or the
+                // topic is gone, which the next try reports): either way, try again.
                 let (topic, cols) = &batches[i];
-                if partitions::make_room(pool, topic, cols.len() as i64).await? == 0 {
-                    return Err(super::read::topic_gone(e));
-                }
+                partitions::make_room(pool, topic, cols.len() as i64).await?;
             }
             Err(Failed::KeyRaced) => {
                 tracing::debug!("an idempotency key raced with another publish; storing again");
@@ -265,7 +265,7 @@ async fn store(
 /// Why a transaction failed: the batch at an index found no partition, a key raced, a
 /// condition refused the request, or anything else.
 enum Failed {
-    NoPartition(usize, sqlx::Error),
+    NoPartition(usize),
     KeyRaced,
     Refused(Error),
     Other(sqlx::Error),
@@ -275,7 +275,7 @@ impl Failed {
     fn of(i: usize) -> impl Fn(sqlx::Error) -> Failed {
         move |e: sqlx::Error| {
             if partitions::missing_partition(&e) {
-                Failed::NoPartition(i, e)
+                Failed::NoPartition(i)
             } else if keyed::raced(&e) {
                 Failed::KeyRaced
             } else {
