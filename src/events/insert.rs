@@ -8,6 +8,28 @@ use crate::topics::TopicName;
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
+/// Binds a batch's column arrays as `$1` to `$12` and the topic's name as `$13`, the
+/// parameters the plain and the keyed statement share (the keyed one binds more after them).
+macro_rules! bind_columns {
+    ($query:expr, $cols:expr, $topic:expr) => {
+        $query
+            .bind(&$cols.id[..])
+            .bind(&$cols.name[..])
+            .bind(&$cols.identifier[..])
+            .bind(&$cols.data[..])
+            .bind(&$cols.source[..])
+            .bind(&$cols.group_key[..])
+            .bind(&$cols.reference_key[..])
+            .bind(&$cols.trace_key[..])
+            .bind(&$cols.user_id[..])
+            .bind(&$cols.anonymous_id[..])
+            .bind(&$cols.occurred_at[..])
+            .bind(&$cols.context[..])
+            .bind($topic.as_str())
+    };
+}
+pub(super) use bind_columns;
+
 /// The reservation of a batch's offsets, shared by the plain and the keyed statement: an upsert
 /// of the topic's `topic_offsets` row by the `counted` rows, starting from the larger of
 /// `reserved` and `topics.last_offset` (`$13` is the topic's name), which row-locks it until
@@ -48,7 +70,7 @@ pub(super) async fn store<'c>(
     // the two never deadlock. `stored` is not read by the final SELECT, but Postgres runs
     // every data-modifying CTE to completion; the first offset comes from the reservation,
     // which spares a RETURNING row per event.
-    sqlx::query_scalar(AssertSqlSafe(format!(
+    let query = sqlx::query_scalar(AssertSqlSafe(format!(
         r#"WITH sync AS MATERIALIZED (
                SELECT set_config('synchronous_commit', 'on', true)
            ), rows AS MATERIALIZED (
@@ -69,22 +91,8 @@ pub(super) async fn store<'c>(
            )
            SELECT (SELECT before FROM reserved) + 1 FROM sync"#,
         topic.events_table()
-    )))
-    .bind(&cols.id[..])
-    .bind(&cols.name[..])
-    .bind(&cols.identifier[..])
-    .bind(&cols.data[..])
-    .bind(&cols.source[..])
-    .bind(&cols.group_key[..])
-    .bind(&cols.reference_key[..])
-    .bind(&cols.trace_key[..])
-    .bind(&cols.user_id[..])
-    .bind(&cols.anonymous_id[..])
-    .bind(&cols.occurred_at[..])
-    .bind(&cols.context[..])
-    .bind(topic.as_str())
-    .fetch_one(db)
-    .await
+    )));
+    bind_columns!(query, cols, topic).fetch_one(db).await
 }
 
 /// Column arrays for UNNEST, borrowing the events' text (the batch outlives the statement),

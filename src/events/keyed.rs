@@ -20,7 +20,7 @@
 //!   Only the loser of a race pays that second run; an ordinary retry is seen at once.
 
 use super::insert::Columns;
-use super::insert::RESERVE;
+use super::insert::{RESERVE, bind_columns};
 use crate::topics::TopicName;
 use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
@@ -52,7 +52,7 @@ pub(super) async fn store<'c>(
     // LIMIT stays a nested loop, whatever the planner thinks of the batch's size). The
     // final CASE: no reservation, no topic (NULL); every new key inserted, the first
     // offset; else a key raced, and the statement fails with ER409.
-    let row: (Option<i64>, Vec<i64>, Vec<Uuid>, Vec<i64>) = sqlx::query_as(AssertSqlSafe(format!(
+    let query = sqlx::query_as(AssertSqlSafe(format!(
         r#"WITH sync AS MATERIALIZED (
                SELECT set_config('synchronous_commit', 'on', true)
            ), rows AS MATERIALIZED (
@@ -104,24 +104,12 @@ pub(super) async fn store<'c>(
                   ARRAY(SELECT "offset" FROM seen ORDER BY ord)
            FROM sync"#,
         topic.events_table()
-    )))
-    .bind(&cols.id[..])
-    .bind(&cols.name[..])
-    .bind(&cols.identifier[..])
-    .bind(&cols.data[..])
-    .bind(&cols.source[..])
-    .bind(&cols.group_key[..])
-    .bind(&cols.reference_key[..])
-    .bind(&cols.trace_key[..])
-    .bind(&cols.user_id[..])
-    .bind(&cols.anonymous_id[..])
-    .bind(&cols.occurred_at[..])
-    .bind(&cols.context[..])
-    .bind(topic.as_str())
-    .bind(&cols.key[..])
-    .bind(default_window as f64)
-    .fetch_one(db)
-    .await?;
+    )));
+    let row: (Option<i64>, Vec<i64>, Vec<Uuid>, Vec<i64>) = bind_columns!(query, cols, topic)
+        .bind(&cols.key[..])
+        .bind(default_window as f64)
+        .fetch_one(db)
+        .await?;
     let (first, ords, ids, offsets) = row;
     Ok(first.map(|first| Outcome {
         first,
