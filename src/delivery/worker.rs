@@ -194,16 +194,7 @@ impl Worker {
         self.last_sent = Some(Instant::now());
         let (record, update, step) = self.decide(&st, &event, outcome, took, attempted_at);
         self.delivery.metrics().webhook_attempt(record.status, took);
-        let written = store::record(
-            self.delivery.pool(),
-            &self.topic.name,
-            self.subscription.id,
-            self.epoch,
-            &record,
-            &update,
-        )
-        .await?;
-        if !written {
+        if !self.record(&record, &update).await? {
             return Ok(Step::Stop(StopReason::Fenced));
         }
         if update.delivered_offset > st.delivered_offset {
@@ -221,6 +212,20 @@ impl Worker {
             self.known = Some((st, read_at));
         }
         Ok(step)
+    }
+
+    /// Records an attempt and moves the cursor under this worker's epoch; false when the
+    /// subscription was taken over (fenced) and nothing was written.
+    async fn record(&self, record: &AttemptRecord, update: &CursorUpdate) -> Result<bool> {
+        store::record(
+            self.delivery.pool(),
+            &self.topic.name,
+            self.subscription.id,
+            self.epoch,
+            record,
+            update,
+        )
+        .await
     }
 
     /// The cursor is below the topic's first retained offset: the events after it are gone.
@@ -264,16 +269,7 @@ impl Worker {
             attempted_at: now,
             expires_at: self.delivery.retention().attempt_expiry(status, now),
         };
-        let written = store::record(
-            self.delivery.pool(),
-            &self.topic.name,
-            self.subscription.id,
-            self.epoch,
-            &record,
-            &update,
-        )
-        .await?;
-        if !written {
+        if !self.record(&record, &update).await? {
             return Ok(Step::Stop(StopReason::Fenced));
         }
         tracing::warn!(subscription = %self.subscription.id, from, to, status, "cursor was behind retention");
