@@ -40,7 +40,7 @@ impl Resolve for GuardedResolver {
 
 /// What one attempt produced.
 #[derive(Clone, Debug)]
-pub enum Outcome {
+pub enum PostOutcome {
     /// The receiver answered.
     Response {
         /// HTTP status.
@@ -78,19 +78,19 @@ impl WebhookClient {
     }
 
     /// POSTs `body` to `url` with `headers`, within `timeout` in all. Never fails: every
-    /// problem is an [`Outcome::Error`] to record and retry.
+    /// problem is a [`PostOutcome::Error`] to record and retry.
     pub async fn post(
         &self,
         url: &str,
         headers: reqwest::header::HeaderMap,
         body: Vec<u8>,
         timeout: Duration,
-    ) -> (Outcome, Duration) {
+    ) -> (PostOutcome, Duration) {
         let start = Instant::now();
         let outcome = match tokio::time::timeout(timeout, self.post_inner(url, headers, body)).await
         {
             Ok(o) => o,
-            Err(_) => Outcome::Error(format!("timed out after {} ms", timeout.as_millis())),
+            Err(_) => PostOutcome::Error(format!("timed out after {} ms", timeout.as_millis())),
         };
         (outcome, start.elapsed())
     }
@@ -100,10 +100,10 @@ impl WebhookClient {
         url: &str,
         headers: reqwest::header::HeaderMap,
         body: Vec<u8>,
-    ) -> Outcome {
+    ) -> PostOutcome {
         let parsed = match url::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => u,
-            _ => return Outcome::Error("endpoint_url is not an http(s) URL".into()),
+            _ => return PostOutcome::Error("endpoint_url is not an http(s) URL".into()),
         };
         // IP literals never reach the resolver, so they are checked here.
         let literal = match parsed.host() {
@@ -112,7 +112,7 @@ impl WebhookClient {
             _ => None,
         };
         if let Some(ip) = literal.filter(|ip| !self.policy.permits(*ip)) {
-            return Outcome::Error(format!(
+            return PostOutcome::Error(format!(
                 "{ip} is a private, loopback or link-local address \
                  (allow it with ER_WEBHOOK_ALLOWED_NETWORKS)"
             ));
@@ -126,7 +126,7 @@ impl WebhookClient {
             .await
         {
             Ok(r) => r,
-            Err(e) => return Outcome::Error(error_chain(&e)),
+            Err(e) => return PostOutcome::Error(error_chain(&e)),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -148,7 +148,7 @@ impl WebhookClient {
                 Ok(None) | Err(_) => break,
             }
         }
-        Outcome::Response {
+        PostOutcome::Response {
             status,
             retry_after,
             body: String::from_utf8_lossy(&kept).into_owned(),

@@ -8,7 +8,7 @@ use super::store::{self, DeliveryRecord as Record};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
-use crate::subscriptions::{Kind, Subscription};
+use crate::subscriptions::{Subscription, SubscriptionType};
 use crate::topics::{self, TopicName};
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ impl Delivery {
     async fn webhook(&self, p: &Principal, id: Uuid, action: &str) -> Result<Subscription> {
         p.require_admin(action)?;
         let s = self.subscriptions().find(id).await?;
-        if s.kind != Kind::Webhook {
+        if s.kind != SubscriptionType::Webhook {
             return Err(Error::FailedPrecondition(
                 "only webhook subscriptions are delivered by the server".into(),
             ));

@@ -25,7 +25,7 @@ use crate::config;
 use crate::error::{Error, Result};
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::subscriptions::{Kind, Subscriptions};
+use crate::subscriptions::{SubscriptionType, Subscriptions};
 use client::{NetworkPolicy, WebhookClient};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -84,7 +84,7 @@ impl Delivery {
     /// A worker for a subscription under `epoch` (the owner's, or a test's).
     pub async fn worker(&self, subscription: Uuid, epoch: i64) -> Result<Worker> {
         let s = self.inner.subscriptions.find(subscription).await?;
-        if s.kind != Kind::Webhook {
+        if s.kind != SubscriptionType::Webhook {
             return Err(Error::FailedPrecondition(
                 "only webhook subscriptions are delivered".into(),
             ));

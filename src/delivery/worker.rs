@@ -5,7 +5,7 @@
 //! (the topic drops undelivered events, or a race with a reset) records the skipped range
 //! and moves on, or pauses the subscription, as the topic says.
 
-use super::client::Outcome;
+use super::client::PostOutcome;
 use super::settings::{DeliverySettings, OnExhausted};
 use super::signing::SigningKey;
 use super::store::{self, AttemptRecord, CursorState, CursorUpdate};
@@ -283,7 +283,7 @@ impl Worker {
         &self,
         st: &CursorState,
         event: &Event,
-        outcome: Outcome,
+        outcome: PostOutcome,
         took: Duration,
         attempted_at: chrono::DateTime<Utc>,
     ) -> (AttemptRecord, CursorUpdate, Step) {
@@ -299,7 +299,7 @@ impl Worker {
             ..stay.clone()
         };
         let (response_status, error, retry_after) = match &outcome {
-            Outcome::Response {
+            PostOutcome::Response {
                 status,
                 retry_after,
                 body,
@@ -308,7 +308,7 @@ impl Worker {
                 (!(200..300).contains(status)).then(|| format!("HTTP {status}: {body}")),
                 *retry_after,
             ),
-            Outcome::Error(e) => (None, Some(e.clone()), None),
+            PostOutcome::Error(e) => (None, Some(e.clone()), None),
         };
         let record = |status| AttemptRecord {
             event_offset: event.offset,

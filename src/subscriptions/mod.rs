@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 /// How a subscription receives events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum SubscriptionType {
     /// POSTed to `config.endpoint_url` by the owning node.
     Webhook,
     /// Pushed to websocket clients that join `events:<id>`.
@@ -30,13 +30,13 @@ pub enum Kind {
     Api,
 }
 
-impl Kind {
+impl SubscriptionType {
     /// Parses the wire form; empty means `api`.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
-            "webhook" => Ok(Kind::Webhook),
-            "websocket" => Ok(Kind::Websocket),
-            "" | "api" => Ok(Kind::Api),
+            "webhook" => Ok(SubscriptionType::Webhook),
+            "websocket" => Ok(SubscriptionType::Websocket),
+            "" | "api" => Ok(SubscriptionType::Api),
             other => Err(Error::invalid(format!(
                 "subscription_type {other:?} is not one of webhook, websocket, api"
             ))),
@@ -46,9 +46,9 @@ impl Kind {
     /// Wire and stored form.
     pub fn as_str(self) -> &'static str {
         match self {
-            Kind::Webhook => "webhook",
-            Kind::Websocket => "websocket",
-            Kind::Api => "api",
+            SubscriptionType::Webhook => "webhook",
+            SubscriptionType::Websocket => "websocket",
+            SubscriptionType::Api => "api",
         }
     }
 }
@@ -89,8 +89,8 @@ pub struct Subscription {
     pub config: BTreeMap<String, String>,
     /// Paused.
     pub paused: bool,
-    /// Kind.
-    pub kind: Kind,
+    /// How it receives events (webhook, websocket or api).
+    pub kind: SubscriptionType,
     /// Standard Webhooks signing secret (`whsec_...`); shown to clients only on creation.
     pub signing_secret: String,
 }
@@ -129,7 +129,7 @@ impl Row {
             push: self.push,
             config: serde_json::from_value(self.config).unwrap_or_default(),
             paused: self.paused,
-            kind: Kind::parse(&self.subscription_type).unwrap_or(Kind::Api),
+            kind: SubscriptionType::parse(&self.subscription_type).unwrap_or(SubscriptionType::Api),
             signing_secret: self.signing_secret,
         }
     }
@@ -150,11 +150,15 @@ pub fn validate_endpoint(url: &str) -> Result<url::Url> {
 }
 
 /// Checks what create and update share: the identifier, and a webhook's endpoint.
-fn check_settings(kind: Kind, identifier: &str, config: &BTreeMap<String, String>) -> Result<()> {
+fn check_settings(
+    kind: SubscriptionType,
+    identifier: &str,
+    config: &BTreeMap<String, String>,
+) -> Result<()> {
     if !identifier.is_empty() {
         parse_identifier(identifier)?;
     }
-    if kind == Kind::Webhook {
+    if kind == SubscriptionType::Webhook {
         let url = config.get("endpoint_url").map(String::as_str).unwrap_or("");
         if url.is_empty() {
             return Err(Error::invalid(
@@ -218,7 +222,7 @@ impl Subscriptions {
         p.require_admin("create subscriptions")?;
         let name = check_name(&new.name)?;
         let topic = TopicName::parse(&new.topic_name)?;
-        let kind = Kind::parse(&new.subscription_type)?;
+        let kind = SubscriptionType::parse(&new.subscription_type)?;
         check_settings(kind, &new.topic_identifier, &new.config)?;
         let mut secret = [0u8; 24];
         rand::rng().fill_bytes(&mut secret);

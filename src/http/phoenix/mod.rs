@@ -156,7 +156,7 @@ pub struct Frame<'a> {
 
 /// What a message asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum FrameKind {
     /// `heartbeat` on `phoenix`.
     Heartbeat,
     /// `phx_join`.
@@ -207,14 +207,14 @@ impl<'a> Frame<'a> {
     }
 
     /// What the message asks for.
-    pub fn kind(&self) -> Kind {
+    pub fn kind(&self) -> FrameKind {
         match self.event.as_str() {
-            "heartbeat" if self.topic == "phoenix" => Kind::Heartbeat,
-            "phx_join" => Kind::Join,
-            "phx_leave" => Kind::Leave,
-            "publish_events" => Kind::Publish,
-            "refresh_token" => Kind::RefreshToken,
-            _ => Kind::Other,
+            "heartbeat" if self.topic == "phoenix" => FrameKind::Heartbeat,
+            "phx_join" => FrameKind::Join,
+            "phx_leave" => FrameKind::Leave,
+            "publish_events" => FrameKind::Publish,
+            "refresh_token" => FrameKind::RefreshToken,
+            _ => FrameKind::Other,
         }
     }
 
@@ -292,7 +292,7 @@ mod tests {
     fn both_versions_round_trip() {
         let v2 = r#"["1","2","events:x","phx_join",{"a":1}]"#;
         let f = Frame::decode(v2, Vsn::V2).unwrap();
-        assert_eq!((f.topic.as_str(), f.kind()), ("events:x", Kind::Join));
+        assert_eq!((f.topic.as_str(), f.kind()), ("events:x", FrameKind::Join));
         let again = encode_raw(
             Vsn::V2,
             &f.join_ref,
@@ -306,7 +306,7 @@ mod tests {
         let f = Frame::decode(v1, Vsn::V1).unwrap();
         assert_eq!(
             (f.reference.clone(), f.kind()),
-            (Ref::Number(5), Kind::Heartbeat)
+            (Ref::Number(5), FrameKind::Heartbeat)
         );
         assert_eq!(
             f.reply(Vsn::V1, "ok", serde_json::json!({})),

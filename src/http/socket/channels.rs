@@ -12,7 +12,7 @@ use crate::auth::Grant;
 use crate::error::{Conflict, Error, Result};
 use crate::events::{Guard, Publish, Published};
 use crate::http::phoenix::{
-    Frame, JoinPayload, Kind, PublishPayload, Ref, RefreshPayload, Vsn, encode_raw, parse,
+    Frame, FrameKind, JoinPayload, PublishPayload, Ref, RefreshPayload, Vsn, encode_raw, parse,
 };
 use crate::live::{Access, Feed, Lost, Target};
 use crate::ratelimit::CallKind;
@@ -102,21 +102,26 @@ impl Conn {
         };
         let kind = frame.kind();
         // Phoenix clients send phx_leave for a channel whose join was refused.
-        if !self.joined && !matches!(kind, Kind::Heartbeat | Kind::Join | Kind::Leave) {
+        if !self.joined
+            && !matches!(
+                kind,
+                FrameKind::Heartbeat | FrameKind::Join | FrameKind::Leave
+            )
+        {
             let reason = "join a channel first: only heartbeat and phx_join are accepted before";
             return self.kill.fire(CLOSE_POLICY, reason);
         }
         match kind {
-            Kind::Heartbeat => self.reply(&frame, "ok", json!({})),
-            Kind::Join => self.join(frame).await,
+            FrameKind::Heartbeat => self.reply(&frame, "ok", json!({})),
+            FrameKind::Join => self.join(frame).await,
             _ if !self.channels.contains_key(&frame.topic) => self.error(&frame, "unmatched topic"),
-            Kind::Leave => {
+            FrameKind::Leave => {
                 self.channels.remove(&frame.topic);
                 self.reply(&frame, "ok", json!({}));
             }
-            Kind::Publish => self.publish(frame).await,
-            Kind::RefreshToken => self.refresh(frame).await,
-            Kind::Other => self.error(&frame, "unknown event"),
+            FrameKind::Publish => self.publish(frame).await,
+            FrameKind::RefreshToken => self.refresh(frame).await,
+            FrameKind::Other => self.error(&frame, "unknown event"),
         }
     }
 

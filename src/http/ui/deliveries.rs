@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::events::format_time;
 use crate::page::PageRequest;
-use crate::subscriptions::{Kind, Subscription};
+use crate::subscriptions::{Subscription, SubscriptionType};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -54,7 +54,7 @@ async fn render(
     code: StatusCode,
 ) -> UiResult {
     let s = app.subscriptions.get(&as_admin(), id).await?;
-    let delivery = if s.kind == Kind::Webhook {
+    let delivery = if s.kind == SubscriptionType::Webhook {
         Some(delivery_section(app, user, &s, page, replay_value, errors).await?)
     } else {
         None
@@ -69,7 +69,7 @@ async fn render(
         }
         div.actions {
             a href={ "/subscriptions/" (id) "/edit" } { "Edit" }
-            @if s.kind == Kind::Webhook {
+            @if s.kind == SubscriptionType::Webhook {
                 @if s.paused {
                     form method="post" action={ "/subscriptions/" (id) "/resume" } { (user.csrf()) button type="submit" { "Resume" } }
                 } @else {

@@ -8,7 +8,9 @@ use super::{UiResult, as_admin, deliveries, layout, respond, see_other};
 use crate::app::App;
 use crate::error::Error;
 use crate::page::PageRequest;
-use crate::subscriptions::{Kind, NewSubscription, Subscription, SubscriptionUpdate, check_name};
+use crate::subscriptions::{
+    NewSubscription, Subscription, SubscriptionType, SubscriptionUpdate, check_name,
+};
 use crate::topics::{TopicName, parse_identifier};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -128,14 +130,18 @@ fn parse_settings(s: &str) -> crate::error::Result<BTreeMap<String, String>> {
 }
 
 /// Checks every field, collecting errors, and returns the settings if all are fine.
-fn check(f: &SubForm, errors: &mut Errors, kind: Kind) -> Option<BTreeMap<String, String>> {
+fn check(
+    f: &SubForm,
+    errors: &mut Errors,
+    kind: SubscriptionType,
+) -> Option<BTreeMap<String, String>> {
     errors.check("name", check_name(&f.name));
     if !f.identifier.trim().is_empty() {
         errors.check("identifier", parse_identifier(f.identifier.trim()));
     }
     let mut config = errors.check("settings", parse_settings(&f.settings))?;
     let url = f.endpoint_url.trim();
-    if kind == Kind::Webhook && url.is_empty() {
+    if kind == SubscriptionType::Webhook && url.is_empty() {
         errors.add("endpoint_url", "webhook subscriptions need an endpoint URL");
     } else if !url.is_empty() {
         errors.check("endpoint_url", crate::subscriptions::validate_endpoint(url));
@@ -195,15 +201,15 @@ async fn create(
 ) -> UiResult {
     let mut errors = Errors::new();
     let kind = errors
-        .check("kind", Kind::parse(&f.kind))
-        .unwrap_or(Kind::Api);
+        .check("kind", SubscriptionType::parse(&f.kind))
+        .unwrap_or(SubscriptionType::Api);
     let topic = errors.check("topic", TopicName::parse(f.topic.trim()));
     if let (Some(config), Some(topic)) = (check(&f, &mut errors, kind), topic) {
         let new = NewSubscription {
             name: f.name.trim().to_owned(),
             topic_name: topic.as_str().to_owned(),
             topic_identifier: f.identifier.trim().to_owned(),
-            push: kind != Kind::Api,
+            push: kind != SubscriptionType::Api,
             config,
             paused: f.paused.is_some(),
             subscription_type: kind.as_str().to_owned(),
