@@ -1,5 +1,7 @@
 //! The gRPC transport: authenticate (the [`gate`], before the body is decoded), decode, call a
-//! domain service, encode. No SQL and no policy here beyond "admin only" for the admin RPCs.
+//! domain service, encode. No SQL and no policy: the services decide who may act. The
+//! `EventRelay` impl here handles the event RPCs and forwards the others to their group's
+//! file (`topics.rs`, `subscriptions.rs`, `keys.rs`, `control.rs`).
 
 mod call;
 mod control;
@@ -10,15 +12,15 @@ mod keys;
 pub mod server;
 mod status;
 pub mod stream;
+mod subscriptions;
+mod topics;
 
 use crate::app::App;
-use crate::error::Error;
 use crate::events::PullQuery;
 use crate::page::{PageRequest, wire};
 use crate::proto::{self, event_relay_server::EventRelay};
 use crate::ratelimit::CallKind;
-use crate::topics::{DedupeWindow, TopicName, TopicRef};
-use convert::parse_id;
+use crate::topics::TopicRef;
 use tonic::{Request, Response, Status};
 
 pub use convert::event as event_to_proto;
@@ -99,19 +101,7 @@ impl EventRelay for Service {
     ) -> Reply<proto::ListTopicsResponse> {
         self.call("ListTopics", async {
             let p = self.principal(&req).await?;
-            let r = req.into_inner();
-            let page = self
-                .app
-                .topic_admin
-                .list(&p, PageRequest::new(r.page, r.page_size), "")
-                .await?;
-            Ok(proto::ListTopicsResponse {
-                topics: page.items.into_iter().map(convert::listed_topic).collect(),
-                total_count: wire(page.total_count),
-                next_page: wire(page.next_page),
-                previous_page: wire(page.previous_page),
-                total_pages: wire(page.total_pages),
-            })
+            topics::list(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -122,18 +112,7 @@ impl EventRelay for Service {
     ) -> Reply<proto::CreateTopicResponse> {
         self.call("CreateTopic", async {
             let p = self.principal(&req).await?;
-            let r = req.into_inner();
-            let name = TopicName::parse(&r.name)?;
-            let policy = r.retention.map(convert::retention).transpose()?;
-            let window = DedupeWindow::parse(r.dedupe_window_seconds)?;
-            let t = self
-                .app
-                .topic_admin
-                .create(&p, &name, policy, window)
-                .await?;
-            Ok(proto::CreateTopicResponse {
-                topic: Some(convert::listed_topic(t)),
-            })
+            topics::create(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -144,11 +123,7 @@ impl EventRelay for Service {
     ) -> Reply<proto::DeleteTopicResponse> {
         self.call("DeleteTopic", async {
             let p = self.principal(&req).await?;
-            let id = parse_id(&req.into_inner().id, "id")?;
-            let t = self.app.topic_admin.delete(&p, id).await?;
-            Ok(proto::DeleteTopicResponse {
-                topic: Some(convert::topic(t)),
-            })
+            topics::delete(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -159,17 +134,7 @@ impl EventRelay for Service {
     ) -> Reply<proto::UpdateTopicResponse> {
         self.call("UpdateTopic", async {
             let p = self.principal(&req).await?;
-            let r = req.into_inner();
-            let id = parse_id(&r.id, "id")?;
-            let policy = r.retention.map(convert::retention).transpose()?;
-            let window = r
-                .dedupe_window_seconds
-                .map(DedupeWindow::parse)
-                .transpose()?;
-            let t = self.app.topic_admin.update(&p, id, policy, window).await?;
-            Ok(proto::UpdateTopicResponse {
-                topic: Some(convert::listed_topic(t)),
-            })
+            topics::update(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -180,19 +145,7 @@ impl EventRelay for Service {
     ) -> Reply<proto::ListSubscriptionsResponse> {
         self.call("ListSubscriptions", async {
             let p = self.principal(&req).await?;
-            let r = req.into_inner();
-            let page = self
-                .app
-                .subscriptions
-                .list(&p, PageRequest::new(r.page, r.page_size))
-                .await?;
-            Ok(proto::ListSubscriptionsResponse {
-                subscriptions: page.items.into_iter().map(convert::subscription).collect(),
-                total_count: wire(page.total_count),
-                next_page: wire(page.next_page),
-                previous_page: wire(page.previous_page),
-                total_pages: wire(page.total_pages),
-            })
+            subscriptions::list(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -203,11 +156,7 @@ impl EventRelay for Service {
     ) -> Reply<proto::GetSubscriptionResponse> {
         self.call("GetSubscription", async {
             let p = self.principal(&req).await?;
-            let id = parse_id(&req.into_inner().id, "id")?;
-            let s = self.app.subscriptions.get(&p, id).await?;
-            Ok(proto::GetSubscriptionResponse {
-                subscription: Some(convert::subscription(s)),
-            })
+            subscriptions::get(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -218,18 +167,7 @@ impl EventRelay for Service {
     ) -> Reply<proto::CreateSubscriptionResponse> {
         self.call("CreateSubscription", async {
             let p = self.principal(&req).await?;
-            let new = req
-                .into_inner()
-                .subscription
-                .ok_or_else(|| Error::invalid("subscription is required"))?;
-            let s = self
-                .app
-                .subscriptions
-                .create(&p, convert::new_subscription(new))
-                .await?;
-            Ok(proto::CreateSubscriptionResponse {
-                subscription: Some(convert::subscription_with_secret(s)),
-            })
+            subscriptions::create(&self.app, p, req.into_inner()).await
         })
         .await
     }
@@ -240,11 +178,7 @@ impl EventRelay for Service {
     ) -> Reply<proto::DeleteSubscriptionResponse> {
         self.call("DeleteSubscription", async {
             let p = self.principal(&req).await?;
-            let id = parse_id(&req.into_inner().id, "id")?;
-            let s = self.app.subscriptions.delete(&p, id).await?;
-            Ok(proto::DeleteSubscriptionResponse {
-                subscription: Some(convert::subscription(s)),
-            })
+            subscriptions::delete(&self.app, p, req.into_inner()).await
         })
         .await
     }
