@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::retention::{Pruner, Retention};
 use crate::subscriptions::Subscriptions;
 use crate::topics::Topics;
-use crate::usecases::TopicAdmin;
+use crate::usecases::{Calls, TopicAdmin};
 use crate::users::Users;
 use anyhow::Context;
 use sqlx::PgPool;
@@ -48,6 +48,8 @@ pub struct App {
     pub topic_admin: TopicAdmin,
     /// Events.
     pub events: Events,
+    /// Publishing, pulling and every other call, counted against the caller's rate limits.
+    pub calls: Calls,
     /// Subscriptions.
     pub subscriptions: Subscriptions,
     /// Authentication.
@@ -58,10 +60,6 @@ pub struct App {
     pub metrics: Metrics,
     /// Admin UI users and their sessions.
     pub users: Users,
-    /// Per-key rate limits.
-    pub limiter: Arc<crate::ratelimit::RateLimiter>,
-    /// The Redis client, when `REDIS_URL` is set.
-    pub redis: Option<fred::clients::Client>,
     /// Webhook delivery (workers run on the owner node; control RPCs on any node).
     pub delivery: Delivery,
     /// The cluster bus: local hub plus cross-node fan-out of published events.
@@ -118,12 +116,12 @@ impl App {
             }
             None => None,
         };
-        let limiter = Arc::new(crate::ratelimit::RateLimiter::new(
+        let limiter = crate::ratelimit::RateLimiter::new(
             rate_limits,
             redis.clone(),
             &node.cluster,
             metrics.clone(),
-        ));
+        );
         let writer = Writer::start_with_window(
             pool.clone(),
             db.writers,
@@ -175,7 +173,7 @@ impl App {
             redis_url.as_deref(),
             pool.clone(),
             live.clone(),
-            redis.clone(),
+            redis,
             tracker,
             bus_stop.clone(),
             metrics.clone(),
@@ -184,22 +182,21 @@ impl App {
         let live_hub = live.clone();
         let topics = Topics::with_defaults(pool.clone(), retention.defaults);
         let retention_service = Retention::new(pool.clone(), retention);
+        let default_window = publish.dedupe_window.as_secs() as i64;
+        let events = Events::new(
+            pool.clone(),
+            writer.clone(),
+            Arc::new(bus.clone()),
+            publish,
+            metrics.clone(),
+        )
+        .with_pull_timeout(db.pull_timeout);
         Ok(App {
             topics: topics.clone(),
-            topic_admin: TopicAdmin::new(
-                topics,
-                retention_service.clone(),
-                publish.dedupe_window.as_secs() as i64,
-            ),
+            topic_admin: TopicAdmin::new(topics, retention_service.clone(), default_window),
             retention: retention_service,
-            events: Events::new(
-                pool.clone(),
-                writer.clone(),
-                Arc::new(bus.clone()),
-                publish,
-                metrics.clone(),
-            )
-            .with_pull_timeout(db.pull_timeout),
+            calls: Calls::new(limiter, events.clone()),
+            events,
             subscriptions: Subscriptions::new(pool.clone()),
             auth: Auth::new(
                 ApiKeys::new(pool.clone()),
@@ -209,8 +206,6 @@ impl App {
             live,
             metrics,
             users: Users::new(pool.clone()),
-            limiter,
-            redis,
             delivery,
             bus,
             writer,

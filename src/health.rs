@@ -4,7 +4,6 @@
 
 use crate::app::App;
 use crate::proto::event_relay_server::EventRelayServer;
-use fred::prelude::ClientLike;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -42,11 +41,7 @@ pub async fn check(app: &App) -> Readiness {
     Readiness {
         draining: app.is_draining(),
         postgres,
-        redis: match &app.redis {
-            None => "disabled",
-            Some(r) if r.is_connected() => "connected",
-            Some(_) => "disconnected",
-        },
+        redis: app.bus.redis_state().as_str(),
     }
 }
 

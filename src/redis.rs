@@ -8,6 +8,37 @@ use std::time::Duration;
 /// How long one Redis command may take before the caller falls back.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Where a node's Redis stands, as readiness and the UI report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisState {
+    /// `REDIS_URL` is not set.
+    Disabled,
+    /// The client is connected.
+    Connected,
+    /// The client is reconnecting in the background.
+    Disconnected,
+}
+
+impl RedisState {
+    /// The state of `client` (None: not configured).
+    pub fn of(client: Option<&Client>) -> Self {
+        match client {
+            None => RedisState::Disabled,
+            Some(c) if c.is_connected() => RedisState::Connected,
+            Some(_) => RedisState::Disconnected,
+        }
+    }
+
+    /// As `/readyz` reports it: "disabled", "connected" or "disconnected".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisState::Disabled => "disabled",
+            RedisState::Connected => "connected",
+            RedisState::Disconnected => "disconnected",
+        }
+    }
+}
+
 /// A client for `url` that starts connecting in the background (the node starts even when
 /// Redis is down) and reconnects every half second after a loss.
 pub fn connect(url: &str) -> Result<Client, fred::error::Error> {

@@ -1,12 +1,13 @@
 //! What every RPC handler shares: the caller the gate authenticated (see [`super::gate`]),
-//! counted against its per-key rate limit, and one wrapper that times the call, counts it by
-//! status code and maps the domain error once.
+//! counted against its per-key rate limit (which limit is for [`crate::usecases::Calls`] to
+//! decide), and one wrapper that times the call, counts it by status code and maps the domain
+//! error once.
 
 use super::gate::Caller;
 use super::{Reply, Service};
 use crate::auth::Principal;
 use crate::error::{Error, Result};
-use crate::ratelimit::CallKind;
+use crate::usecases::Call;
 use tonic::{Request, Response, Status};
 
 impl Service {
@@ -26,33 +27,27 @@ impl Service {
         result
     }
 
-    /// The caller (authenticated by the gate) with the call counted against its rate limit.
-    /// The kind of call follows from the request type; PublishEvents is counted by its
-    /// handler, which knows whether the publish is durable.
+    /// The caller (authenticated by the gate), counted against its rate limit as a
+    /// management call named by the request type.
     pub(super) async fn principal<T>(&self, req: &Request<T>) -> Result<Principal> {
-        Ok(self.principal_until(req).await?.0)
+        let p = self.caller(req)?.0;
+        self.app
+            .calls
+            .admit(&p, Call::Manage(rpc_name::<T>()))
+            .await?;
+        Ok(p)
     }
 
-    /// Like [`Service::principal`], also answering when a JWT bearer expires (for streams).
-    pub(super) async fn principal_until<T>(
-        &self,
-        req: &Request<T>,
-    ) -> Result<(Principal, Option<i64>)> {
+    /// The caller (authenticated by the gate) and when its JWT bearer expires, not counted:
+    /// publishes, pulls and streams count in their use cases.
+    pub(super) fn caller<T>(&self, req: &Request<T>) -> Result<(Principal, Option<i64>)> {
         let Some(Caller { principal, expires }) = req.extensions().get::<Caller>() else {
             // Every call passes the gate; a call without its caller is a wiring bug.
             return Err(Error::Internal(anyhow::anyhow!(
                 "gRPC call reached its handler without passing the authentication gate"
             )));
         };
-        let (p, expires) = (principal.clone(), *expires);
-        let rpc = rpc_name::<T>();
-        let kind = match rpc {
-            "PublishEvents" => return Ok((p, expires)),
-            "PullEvents" | "StreamEvents" => CallKind::Pull,
-            _ => CallKind::Admin,
-        };
-        self.app.limiter.check(p.key_id, kind, rpc).await?;
-        Ok((p, expires))
+        Ok((principal.clone(), *expires))
     }
 }
 

@@ -1,7 +1,8 @@
 //! The gRPC transport: authenticate (the [`gate`], before the body is decoded), decode, call a
-//! domain service, encode. No SQL and no policy: the services decide who may act. The
-//! `EventRelay` impl here handles the event RPCs and forwards the others to their group's
-//! file (`topics.rs`, `subscriptions.rs`, `keys.rs`, `control.rs`).
+//! domain service, encode. No SQL and no policy: the services decide who may act, and
+//! [`crate::usecases::Calls`] which rate limit a call counts against. The `EventRelay` impl
+//! here handles the event RPCs and forwards the others to their group's file (`topics.rs`,
+//! `subscriptions.rs`, `keys.rs`, `control.rs`).
 
 mod call;
 mod control;
@@ -19,7 +20,6 @@ use crate::app::App;
 use crate::events::PullQuery;
 use crate::page::{PageRequest, wire};
 use crate::proto::{self, event_relay_server::EventRelay};
-use crate::ratelimit::CallKind;
 use crate::topics::TopicRef;
 use tonic::{Request, Response, Status};
 
@@ -48,19 +48,9 @@ impl EventRelay for Service {
         req: Request<proto::PublishEventsRequest>,
     ) -> Reply<proto::PublishEventsResponse> {
         self.call("PublishEvents", async {
-            let p = self.principal(&req).await?;
-            let r = req.into_inner();
-            let kind = if r.durable {
-                CallKind::DurablePublish
-            } else {
-                CallKind::LivePublish
-            };
-            self.app
-                .limiter
-                .check(p.key_id, kind, "PublishEvents")
-                .await?;
-            let req = convert::publish(r)?;
-            let published = self.app.events.publish(&p, req).await?;
+            let p = self.caller(&req)?.0;
+            let req = convert::publish(req.into_inner())?;
+            let published = self.app.calls.publish(&p, req).await?;
             Ok(convert::published(published))
         })
         .await
@@ -71,7 +61,7 @@ impl EventRelay for Service {
         req: Request<proto::PullEventsRequest>,
     ) -> Reply<proto::PullEventsResponse> {
         self.call("PullEvents", async {
-            let p = self.principal(&req).await?;
+            let p = self.caller(&req)?.0;
             let r = req.into_inner();
             let q = PullQuery::new(
                 TopicRef::parse(&r.topic)?,
@@ -79,7 +69,7 @@ impl EventRelay for Service {
                 r.offset64.unwrap_or(i64::from(r.offset)),
                 convert::filters(r.filters)?,
             )?;
-            let b = self.app.events.pull(&p, &q).await?;
+            let b = self.app.calls.pull(&p, &q).await?;
             Ok(proto::PullEventsResponse {
                 first_offset: b.first_offset,
                 events: b.events.into_iter().map(convert::event).collect(),
@@ -334,7 +324,7 @@ impl EventRelay for Service {
     ) -> Reply<Self::StreamEventsStream> {
         let opened = self
             .call("StreamEvents", async {
-                let (p, expires) = self.principal_until(&req).await?;
+                let (p, expires) = self.caller(&req)?;
                 let keepalive = stream::wants_keepalive(req.metadata());
                 stream::open(&self.app, p, expires, keepalive, req.into_inner()).await
             })

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::live::{ACCESS_CHECK, Access, Feed, Target};
 use crate::proto;
 use crate::topics::{TopicName, TopicRef};
+use crate::usecases::Call;
 use futures::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -57,6 +58,8 @@ pub async fn open(
     keepalive: bool,
     r: proto::StreamEventsRequest,
 ) -> Result<(EventStream, i64)> {
+    let listen = Call::Listen("StreamEvents");
+    app.calls.admit(&principal, listen).await?;
     let (topic, target) = match (r.topic.trim(), r.subscription_id.trim()) {
         ("", "") => return Err(Error::invalid("topic or subscription_id is required")),
         (_, "") => {

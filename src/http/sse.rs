@@ -22,8 +22,8 @@ use crate::auth::looks_like_jwt;
 use crate::drain::DRAINING;
 use crate::error::{Error, Result};
 use crate::live::{ACCESS_CHECK, Access, Feed, Target};
-use crate::ratelimit::CallKind;
 use crate::topics::{TopicName, TopicRef};
+use crate::usecases::Call;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -90,9 +90,7 @@ async fn open(
         }
     };
     principal.authorize_subscription(id)?;
-    app.limiter
-        .check(principal.key_id, CallKind::Pull, "sse")
-        .await?;
+    app.calls.admit(&principal, Call::Listen("sse")).await?;
     let after = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()

@@ -21,6 +21,7 @@ mod sequencer;
 
 use crate::events::{Event, Fanout};
 use crate::live::{Batch, Live};
+use crate::redis::RedisState;
 use sequencer::Sequencer;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -96,6 +97,8 @@ pub struct Bus {
 
 struct Inner {
     live: Live,
+    /// The node's Redis client, when `REDIS_URL` is set (announcements go over it).
+    redis: Option<fred::clients::Client>,
     outgoing: mpsc::Sender<(String, Batch)>,
     /// Local durable batches on their way to the sequencer.
     local: mpsc::Sender<(String, Batch)>,
@@ -142,7 +145,7 @@ impl Bus {
         tracker.spawn(announce(
             node,
             out_rx,
-            redis,
+            redis.clone(),
             prefix,
             pool.clone(),
             stop.clone(),
@@ -154,10 +157,18 @@ impl Bus {
         Ok(Bus {
             inner: Arc::new(Inner {
                 live,
+                redis,
                 outgoing,
                 local,
             }),
         })
+    }
+}
+
+impl Bus {
+    /// Whether announcements can go over Redis now (readiness and the UI report it).
+    pub fn redis_state(&self) -> RedisState {
+        RedisState::of(self.inner.redis.as_ref())
     }
 }
 

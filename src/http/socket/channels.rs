@@ -1,5 +1,5 @@
 //! The channels of one websocket: what each message does once parsed. Joins authenticate
-//! their tokens and count against the pull rate limit of their keys; `publish_events` is
+//! their tokens and count against the rate limits of their keys as listeners; `publish_events` is
 //! checked against the producer key's grants as they are now (not as they were at the join),
 //! so withdrawing or narrowing a topic applies to open sockets at once; `refresh_token`
 //! replaces a channel's tokens; and every channel's access is re-checked twice a second
@@ -8,15 +8,15 @@
 
 use super::io::{CLOSE_POLICY, Kill, Outbox, pump, slow_client};
 use crate::app::App;
-use crate::auth::Grant;
+use crate::auth::{Grant, Principal};
 use crate::error::{Conflict, Error, Result};
 use crate::events::{Guard, Publish, Published};
 use crate::http::phoenix::{
     Frame, FrameKind, JoinPayload, PublishPayload, Ref, RefreshPayload, Vsn, encode_raw, parse,
 };
 use crate::live::{Access, Feed, Lost, Target};
-use crate::ratelimit::CallKind;
 use crate::topics::{TopicName, TopicRef};
+use crate::usecases::Call;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use tokio::task::AbortHandle;
@@ -142,10 +142,9 @@ impl Conn {
         else {
             return self.error(&frame, "unauthorized");
         };
-        // A join opens a stream of events: it counts as a pull of each key that joined.
-        for key in keys(&consumer, &producer) {
-            let limiter = &self.app.limiter;
-            if let Err(e) = limiter.check(key, CallKind::Pull, "phx_join").await {
+        // A join opens a stream of events: it counts once against each key that joined.
+        for p in distinct_keys(&consumer, &producer) {
+            if let Err(e) = self.app.calls.admit(p, Call::Listen("phx_join")).await {
                 return self.error(&frame, e);
             }
         }
@@ -302,13 +301,6 @@ impl Conn {
         }
         let principal = app.auth.current(key).await?.ok_or(Lost::Revoked)?;
         let req: PublishPayload = parse(frame.payload).map_err(Error::invalid)?;
-        // The same per-key limits as PublishEvents over gRPC.
-        let kind = if req.durable {
-            CallKind::DurablePublish
-        } else {
-            CallKind::LivePublish
-        };
-        app.limiter.check(key, kind, "PublishEvents").await?;
         let guard = Guard::parse(
             req.expected_last_offset,
             req.producer_id.as_deref().unwrap_or_default(),
@@ -321,7 +313,8 @@ impl Conn {
             all_or_nothing: req.all_or_nothing,
             guard,
         };
-        app.events.publish(&principal, publish).await
+        // Counted against the same per-key limits as PublishEvents over gRPC.
+        app.calls.publish(&principal, publish).await
     }
 
     /// Re-checks every channel's access: closes the channels that lost it, and answers
@@ -356,13 +349,13 @@ impl Conn {
     }
 }
 
-/// The distinct keys of a join.
-fn keys(consumer: &Grant, producer: &Grant) -> Vec<Uuid> {
-    let mut keys: Vec<Uuid> = [consumer, producer]
+/// The principals of a join, one per distinct key.
+fn distinct_keys<'a>(consumer: &'a Grant, producer: &'a Grant) -> Vec<&'a Principal> {
+    let mut keys: Vec<&Principal> = [consumer, producer]
         .into_iter()
         .flatten()
-        .map(|(p, _)| p.key_id)
+        .map(|(p, _)| p)
         .collect();
-    keys.dedup();
+    keys.dedup_by_key(|p| p.key_id);
     keys
 }

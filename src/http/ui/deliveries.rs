@@ -10,6 +10,7 @@ use crate::app::App;
 use crate::error::Error;
 use crate::events::format_time;
 use crate::page::PageRequest;
+use crate::redis::RedisState;
 use crate::subscriptions::{Subscription, SubscriptionType};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -193,7 +194,7 @@ pub async fn cluster(State(app): State<App>, Extension(user): Extension<CurrentU
     let nodes = app.cluster.nodes().await?;
     let body = html! {
         p { "This page was served by " strong { (app.node.name) } ". A node counts as alive while its heartbeat is younger than " (ttl.as_secs()) " s; Redis is "
-            @if app.redis.is_some() { "configured" } @else { "not configured (live events travel over Postgres NOTIFY)" } "." }
+            @if app.bus.redis_state() != RedisState::Disabled { "configured" } @else { "not configured (live events travel over Postgres NOTIFY)" } "." }
         @if nodes.is_empty() { p { "No node has reported a heartbeat yet." } } @else {
             table #nodes {
                 thead { tr {
