@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::page::{Page, PageRequest};
 use crate::subscriptions::{Subscription, SubscriptionType};
-use crate::topics::{self, TopicName};
+use crate::topics;
 use uuid::Uuid;
 
 /// A page of attempts and the subscription's position.
@@ -82,10 +82,10 @@ impl Delivery {
         let first: Option<i64> = sqlx::query_scalar(
             "SELECT first_offset FROM topic_retention WHERE name = $1 FOR SHARE",
         )
-        .bind(&s.topic_name)
+        .bind(s.topic.name.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let last = topics::last_offset(self.pool(), &s.topic_name).await?;
+        let last = topics::last_offset(self.pool(), s.topic.name.as_str()).await?;
         if offset > last {
             return Err(Error::invalid(format!(
                 "offset {offset} is past the topic's last offset {last}"
@@ -115,8 +115,8 @@ impl Delivery {
         req: PageRequest,
     ) -> Result<Deliveries> {
         let s = self.webhook(p, id, "list deliveries").await?;
-        let topic = TopicName::parse(&s.topic_name)?;
-        let (items, total) = store::list(self.pool(), &topic, id, req.size, req.offset()).await?;
+        let (items, total) =
+            store::list(self.pool(), &s.topic.name, id, req.size, req.offset()).await?;
         let delivered_offset = store::state(self.pool(), id)
             .await?
             .map_or(0, |st| st.delivered_offset);

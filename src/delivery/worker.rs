@@ -13,7 +13,7 @@ use super::{Delivery, Lease};
 use crate::error::{Error, Result};
 use crate::events::{Event, read_after};
 use crate::subscriptions::Subscription;
-use crate::topics::{TopicName, TopicRef};
+use crate::topics::TopicRef;
 use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use std::collections::VecDeque;
@@ -75,12 +75,7 @@ pub struct Worker {
 impl Worker {
     /// A worker for `subscription`, acquired under `epoch`.
     pub fn new(delivery: Delivery, subscription: Subscription, epoch: i64) -> Result<Self> {
-        let name = TopicName::parse(&subscription.topic_name)?;
-        let topic = TopicRef {
-            name,
-            identifier: (!subscription.topic_identifier.is_empty())
-                .then(|| subscription.topic_identifier.clone()),
-        };
+        let topic = subscription.topic.clone();
         let (settings, problems) =
             DeliverySettings::for_subscription(delivery.defaults(), &subscription.config);
         for p in problems {
@@ -93,11 +88,11 @@ impl Worker {
             ("x-event-relay-subscription-id", subscription.id.to_string()),
             (
                 "x-event-relay-subscription-topic-name",
-                subscription.topic_name.clone(),
+                topic.name.to_string(),
             ),
             (
                 "x-event-relay-subscription-topic-identifier",
-                subscription.topic_identifier.clone(),
+                topic.identifier_str().to_owned(),
             ),
         ] {
             fixed_headers.insert(name, header_value(&value)?);
@@ -391,7 +386,7 @@ impl Worker {
         let mut wake = self
             .delivery
             .live()
-            .subscribe(&self.subscription.topic_name);
+            .subscribe(self.subscription.topic.name.as_str());
         let poll = self.delivery.poll_interval();
         loop {
             if lease.stop.is_cancelled() {
@@ -421,7 +416,7 @@ impl Worker {
                 _ = tokio::time::sleep(wait) => {}
                 r = wake.recv(), if wake_on_event => {
                     if matches!(r, Err(RecvError::Closed)) {
-                        wake = self.delivery.live().subscribe(&self.subscription.topic_name);
+                        wake = self.delivery.live().subscribe(self.subscription.topic.name.as_str());
                     }
                 }
             }

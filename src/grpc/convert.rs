@@ -185,8 +185,8 @@ pub fn subscription(s: Subscription) -> proto::Subscription {
     proto::Subscription {
         id: s.id.to_string(),
         name: s.name,
-        topic_name: s.topic_name,
-        topic_identifier: s.topic_identifier,
+        topic_identifier: s.topic.identifier_str().to_owned(),
+        topic_name: s.topic.name.to_string(),
         push: s.push,
         config: s.config.into_iter().collect(),
         paused: s.paused,

@@ -24,7 +24,7 @@ use crate::auth::Principal;
 use crate::error::{Error, Result};
 use crate::live::{ACCESS_CHECK, Access, Feed, Target};
 use crate::proto;
-use crate::topics::{TopicName, TopicRef};
+use crate::topics::TopicRef;
 use crate::usecases::Call;
 use futures::Stream;
 use std::collections::VecDeque;
@@ -70,11 +70,7 @@ pub async fn open(
         ("", id) => {
             let id = convert::parse_id(id, "subscription_id")?;
             principal.authorize_subscription(id)?;
-            let s = app.subscriptions.find(id).await?;
-            let topic = TopicRef {
-                name: TopicName::parse(&s.topic_name)?,
-                identifier: (!s.topic_identifier.is_empty()).then_some(s.topic_identifier),
-            };
+            let topic = app.subscriptions.find(id).await?.topic;
             (topic, Target::Subscription(id))
         }
         _ => return Err(Error::invalid("give topic or subscription_id, not both")),

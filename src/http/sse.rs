@@ -22,7 +22,6 @@ use crate::auth::looks_like_jwt;
 use crate::drain::DRAINING;
 use crate::error::{Error, Result};
 use crate::live::{ACCESS_CHECK, Access, Feed, Target};
-use crate::topics::{TopicName, TopicRef};
 use crate::usecases::Call;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -107,11 +106,7 @@ async fn open(
         .peers
         .admit(s.peers.source(peer, &headers))
         .map_err(|too_many| Error::ResourceExhausted(too_many.to_string()))?;
-    let sub = app.subscriptions.find(id).await?;
-    let topic = TopicRef {
-        name: TopicName::parse(&sub.topic_name)?,
-        identifier: (!sub.topic_identifier.is_empty()).then_some(sub.topic_identifier),
-    };
+    let topic = app.subscriptions.find(id).await?.topic;
     let feed = app.feeds.open(topic, vec![], after).await?.with_json();
     let drain = app.drain.clone();
     let slot = drain.slot();

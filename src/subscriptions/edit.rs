@@ -57,8 +57,8 @@ impl Subscriptions {
         .fetch_optional(&self.pool)
         .await
         .map_err(name_taken)?
-        .map(Row::into_subscription)
-        .ok_or_else(|| Error::not_found("Subscription not found"))
+        .ok_or_else(|| Error::not_found("Subscription not found"))?
+        .into_subscription()
     }
 
     /// Number of subscriptions of a topic.

@@ -9,7 +9,7 @@ use crate::auth::Principal;
 use crate::cache::TtlCache;
 use crate::error::{Error, Result, UNIQUE_VIOLATION, sqlstate};
 use crate::page::{Page, PageRequest};
-use crate::topics::{TopicName, parse_identifier};
+use crate::topics::{TopicName, TopicRef, parse_identifier};
 use base64::Engine;
 use rand::RngCore;
 use sqlx::AssertSqlSafe;
@@ -79,10 +79,8 @@ pub struct Subscription {
     pub id: Uuid,
     /// Name.
     pub name: String,
-    /// Topic name.
-    pub topic_name: String,
-    /// "" for every identifier.
-    pub topic_identifier: String,
+    /// The topic it reads: every identifier of it, or only one.
+    pub topic: TopicRef,
     /// Push or pull.
     pub push: bool,
     /// Settings.
@@ -93,17 +91,6 @@ pub struct Subscription {
     pub kind: SubscriptionType,
     /// Standard Webhooks signing secret (`whsec_...`); shown to clients only on creation.
     pub signing_secret: String,
-}
-
-impl Subscription {
-    /// The topic it reads: `topic` or `topic:identifier`.
-    pub fn topic_label(&self) -> String {
-        if self.topic_identifier.is_empty() {
-            self.topic_name.clone()
-        } else {
-            format!("{}:{}", self.topic_name, self.topic_identifier)
-        }
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -120,18 +107,26 @@ struct Row {
 }
 
 impl Row {
-    fn into_subscription(self) -> Subscription {
-        Subscription {
+    /// The subscription of a row. Its topic was parsed when it was stored: a name that no
+    /// longer parses is an internal error, never a subscription of another topic.
+    fn into_subscription(self) -> Result<Subscription> {
+        let name = TopicName::parse(&self.topic_name).map_err(|e| {
+            Error::Internal(anyhow::anyhow!(
+                "subscription {} has a bad stored topic name: {e}",
+                self.id
+            ))
+        })?;
+        let identifier = (!self.topic_identifier.is_empty()).then_some(self.topic_identifier);
+        Ok(Subscription {
             id: self.id,
             name: self.name,
-            topic_name: self.topic_name,
-            topic_identifier: self.topic_identifier,
+            topic: TopicRef { name, identifier },
             push: self.push,
             config: serde_json::from_value(self.config).unwrap_or_default(),
             paused: self.paused,
             kind: SubscriptionType::parse(&self.subscription_type).unwrap_or(SubscriptionType::Api),
             signing_secret: self.signing_secret,
-        }
+        })
     }
 }
 
@@ -264,8 +259,8 @@ impl Subscriptions {
                 name_taken(e)
             }
         })?;
-        row.map(Row::into_subscription)
-            .ok_or_else(|| Error::not_found("Topic not found"))
+        row.ok_or_else(|| Error::not_found("Topic not found"))?
+            .into_subscription()
     }
 
     /// One subscription (admins, or consumers associated with it).
@@ -282,8 +277,8 @@ impl Subscriptions {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .map(Row::into_subscription)
-        .ok_or_else(|| Error::not_found("Subscription not found"))
+        .ok_or_else(|| Error::not_found("Subscription not found"))?
+        .into_subscription()
     }
 
     /// Lists subscriptions by name (admins only).
@@ -299,11 +294,11 @@ impl Subscriptions {
         let total: i64 = sqlx::query_scalar("SELECT count(*) FROM subscriptions")
             .fetch_one(&self.pool)
             .await?;
-        Ok(Page::new(
-            req,
-            rows.into_iter().map(Row::into_subscription).collect(),
-            total,
-        ))
+        let items = rows
+            .into_iter()
+            .map(Row::into_subscription)
+            .collect::<Result<_>>()?;
+        Ok(Page::new(req, items, total))
     }
 
     /// Deletes a subscription (admins only).
@@ -315,7 +310,7 @@ impl Subscriptions {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .map(Row::into_subscription)
-        .ok_or_else(|| Error::not_found("Subscription not found"))
+        .ok_or_else(|| Error::not_found("Subscription not found"))?
+        .into_subscription()
     }
 }

@@ -15,7 +15,6 @@ use crate::http::phoenix::{
     Frame, FrameKind, JoinPayload, PublishPayload, Ref, RefreshPayload, Vsn, encode_raw, parse,
 };
 use crate::live::{Access, Feed, Lost, Target};
-use crate::topics::{TopicName, TopicRef};
 use crate::usecases::Call;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -185,11 +184,7 @@ impl Conn {
 
     async fn open_feed(&self, id: Uuid, after: Option<i64>) -> Result<Feed> {
         let app = &self.app;
-        let sub = app.subscriptions.find(id).await?;
-        let topic = TopicRef {
-            name: TopicName::parse(&sub.topic_name)?,
-            identifier: (!sub.topic_identifier.is_empty()).then_some(sub.topic_identifier),
-        };
+        let topic = app.subscriptions.find(id).await?.topic;
         let feed = app.feeds.open(topic, vec![], after).await?;
         Ok(feed.with_json())
     }

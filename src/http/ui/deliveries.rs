@@ -62,7 +62,7 @@ async fn render(
     };
     let body = html! {
         dl.facts {
-            dt { "Topic" } dd { a href={ "/topics/" (s.topic_name) "/events" } { (s.topic_label()) } }
+            dt { "Topic" } dd { a href={ "/topics/" (s.topic.name) "/events" } { (s.topic) } }
             dt { "Type" } dd { (s.kind.as_str()) }
             dt { "Endpoint" } dd.mono { (s.config.get("endpoint_url").map(String::as_str).unwrap_or("—")) }
             dt { "State" } dd #state { @if s.paused { "paused" } @else { "active" } }
@@ -130,7 +130,7 @@ async fn delivery_section(
                 } }
                 tbody { @for a in &d.page.items {
                     tr {
-                        td { a href={ "/topics/" (s.topic_name) "/events/" (a.event_offset) } { (a.event_offset) } }
+                        td { a href={ "/topics/" (s.topic.name) "/events/" (a.event_offset) } { (a.event_offset) } }
                         td { (a.attempt) }
                         td { (a.status) }
                         td { @if let Some(c) = a.response_status { (c) } }

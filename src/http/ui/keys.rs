@@ -223,7 +223,7 @@ async fn render_detail(
             li { a href={ "/subscriptions/" (s.id) } { (s.id) } " " (grant_button(user, id, "remove_subscription", &s.id.to_string(), "Remove")) }
         } }
         (grant_form(user, id, errors, "add_subscription", "Associate a subscription", html! {
-            select #add_subscription name="value" { @for s in &subs { option value=(s.id) { (s.name) " (" (s.topic_name) ")" } } }
+            select #add_subscription name="value" { @for s in &subs { option value=(s.id) { (s.name) " (" (s.topic.name) ")" } } }
         }))
         @if !k.revoked {
             h2 { "Revoke" }

@@ -69,7 +69,7 @@ async fn list(
                     @for s in &page.items {
                         tr {
                             td { a href={ "/subscriptions/" (s.id) } { (s.name) } }
-                            td { (s.topic_label()) }
+                            td { (s.topic) }
                             td { (s.kind.as_str()) }
                             td.mono.clip { (s.config.get("endpoint_url").map(String::as_str).unwrap_or("")) }
                             td { @if s.paused { "paused" } @else { "active" } }
@@ -232,8 +232,8 @@ async fn create(
 fn form_of(s: &Subscription) -> SubForm {
     SubForm {
         name: s.name.clone(),
-        topic: s.topic_name.clone(),
-        identifier: s.topic_identifier.clone(),
+        topic: s.topic.name.to_string(),
+        identifier: s.topic.identifier_str().to_owned(),
         kind: s.kind.as_str().to_owned(),
         endpoint_url: s.config.get("endpoint_url").cloned().unwrap_or_default(),
         settings: s
@@ -272,7 +272,7 @@ async fn edit(
     Form(mut f): Form<SubForm>,
 ) -> UiResult {
     let s = app.subscriptions.get(&as_admin(), id).await?;
-    (f.topic, f.kind) = (s.topic_name.clone(), s.kind.as_str().to_owned());
+    (f.topic, f.kind) = (s.topic.name.to_string(), s.kind.as_str().to_owned());
     let mut errors = Errors::new();
     if let Some(config) = check(&f, &mut errors, s.kind) {
         let u = SubscriptionUpdate {
@@ -308,7 +308,7 @@ async fn confirm_delete(
 ) -> UiResult {
     let s = app.subscriptions.get(&as_admin(), id).await?;
     let body = html! {
-        p { "Deleting subscription " strong { (s.name) } " (" (s.topic_label()) ") stops its deliveries, removes its delivery position and its API key associations. The topic and its events stay." }
+        p { "Deleting subscription " strong { (s.name) } " (" (s.topic) ") stops its deliveries, removes its delivery position and its API key associations. The topic and its events stay." }
         form method="post" action={ "/subscriptions/" (id) "/delete" } {
             (user.csrf())
             button.danger type="submit" { "Delete " (s.name) }
