@@ -55,7 +55,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 20)]
     seconds: u64,
     /// The node's pause between two partition drops (ER_RETENTION_DROP_PAUSE_MS).
-    #[arg(long, default_value_t = 3_000)]
+    #[arg(long, default_value_t = 10_000)]
     drop_pause_ms: u64,
     /// Seconds per slice of part 2.
     #[arg(long, default_value_t = 5)]

@@ -309,7 +309,7 @@ pub struct Config {
 
     /// Pause between two partition drops of one topic, in milliseconds: a backlog of drops
     /// (retention set on a large topic) is spread out instead of hitting the disk at once.
-    #[arg(long, env = "ER_RETENTION_DROP_PAUSE_MS", default_value_t = 3_000)]
+    #[arg(long, env = "ER_RETENTION_DROP_PAUSE_MS", default_value_t = 10_000)]
     pub retention_drop_pause_ms: u64,
 
     /// Days webhook attempt records that delivered are kept.

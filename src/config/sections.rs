@@ -235,7 +235,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             defaults: TopicDefaults::default(),
             interval: Duration::from_secs(10),
-            drop_pause: Duration::from_secs(3),
+            drop_pause: Duration::from_secs(10),
             delivered_attempts: Duration::from_secs(7 * DAY),
             failed_attempts: Duration::from_secs(30 * DAY),
             dead_letters: Duration::from_secs(30 * DAY),
