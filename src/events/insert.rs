@@ -110,8 +110,10 @@ pub(super) struct Columns<'a> {
     pub(super) anonymous_id: Vec<&'a str>,
     pub(super) occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
     pub(super) context: Vec<String>,
-    /// Each row's idempotency key (`None`: no key); bound only by the keyed statement.
-    pub(super) key: Vec<Option<&'a str>>,
+    /// Each row's idempotency key's hash, in halves (`None`: no key; see `keyed::digest`);
+    /// bound only by the keyed statement.
+    pub(super) hash_hi: Vec<Option<i64>>,
+    pub(super) hash_lo: Vec<Option<i64>>,
     /// The keys of the rows held: a key a second time in one batch is not a row.
     keys: HashSet<&'a str>,
 }
@@ -131,7 +133,8 @@ impl<'a> Columns<'a> {
             anonymous_id: Vec::with_capacity(n),
             occurred_at: Vec::with_capacity(n),
             context: Vec::with_capacity(n),
-            key: Vec::with_capacity(n),
+            hash_hi: Vec::with_capacity(n),
+            hash_lo: Vec::with_capacity(n),
             keys: HashSet::new(),
         }
     }
@@ -158,7 +161,9 @@ impl<'a> Columns<'a> {
         {
             return false;
         }
-        self.key.push(key);
+        let hash = key.map(super::keyed::digest);
+        self.hash_hi.push(hash.map(|h| h.0));
+        self.hash_lo.push(hash.map(|h| h.1));
         self.id.push(v.id);
         self.name.push(&e.name);
         self.identifier.push(identifier);
