@@ -82,7 +82,12 @@ pub(super) async fn store<'c>(
     // hashes `h1`, `h2` are XORed with) and its window. `seen` probes the
     // primary key row by row (LATERAL with LIMIT stays a nested loop, whatever the planner
     // thinks of the batch's size), expired keys included: those are stored anew, their row
-    // taken over by `taken`; `claimed` inserts the keys `seen` did not find. The final CASE:
+    // (found by its address) taken over by `taken`; `claimed` inserts the keys `seen` did not
+    // find. `taken` checks the expiry as `(...) IS TRUE`, which no index can serve: as a plain
+    // `expires_at <= now()` the planner scans the BRIN expiry index instead (it takes the
+    // range for nearly empty), reading every unsummarized page on every statement. The
+    // check is still made again on a row a concurrent publish took over (or the pruner
+    // deleted) meanwhile, which then drops out of `taken`. The final CASE:
     // no reservation, no topic (NULL); every expired key taken over, the first offset; else
     // one raced, and the statement fails with ER409.
     let query = sqlx::query_as(AssertSqlSafe(format!(
@@ -100,9 +105,9 @@ pub(super) async fn store<'c>(
                            $11::timestamptz[], $12::text[], $14::int8[], $15::int8[])
                     WITH ORDINALITY AS u(i, n, ti, d, s, g, rk, t, usr, a, oc, c, h1, h2, ord)
            ), seen AS MATERIALIZED (
-               SELECT w.ord, x.event_id, x."offset", x.expires_at > now() AS live
+               SELECT w.ord, x.ctid AS row, x.event_id, x."offset", x.expires_at > now() AS live
                FROM topic p, rows w CROSS JOIN LATERAL (
-                   SELECT x.event_id, x."offset", x.expires_at FROM idempotency_digests x
+                   SELECT x.ctid, x.event_id, x."offset", x.expires_at FROM idempotency_digests x
                    WHERE x.digest_hi = w.h1 # p.hi AND x.digest_lo = w.h2 # p.lo LIMIT 1
                ) x
                WHERE w.h1 IS NOT NULL
@@ -129,8 +134,7 @@ pub(super) async fn store<'c>(
                SET event_id = f.i, "offset" = r.before + f.pos,
                    expires_at = now() + make_interval(secs => p.secs)
                FROM reserved r, topic p, fresh f, seen s
-               WHERE s.ord = f.ord AND x.digest_hi = f.h1 # p.hi AND x.digest_lo = f.h2 # p.lo
-                 AND x.expires_at <= now()
+               WHERE s.ord = f.ord AND x.ctid = s.row AND (x.expires_at <= now()) IS TRUE
                RETURNING 1
            )
            SELECT CASE

@@ -52,6 +52,11 @@ pub async fn sweep(pool: &PgPool, settings: &RetentionConfig) -> Result<Swept> {
             break;
         }
     }
+    // The BRIN expiry index skips only summarized page ranges: summarize those filled since
+    // the last sweep (each is read once), so a sweep reads the ranges holding expired keys.
+    sqlx::query("SELECT brin_summarize_new_values('idempotency_digests_expiry')")
+        .execute(pool)
+        .await?;
     for _ in 0..MAX_BATCHES {
         // Through the BRIN expiry index (or a scan from the table's start, where the oldest
         // keys are), by row address; a key a publish took over meanwhile (its expiry moved,
