@@ -17,7 +17,7 @@
 //!   that orders every publisher of the topic) and the events inserted. Their keys are
 //!   inserted with a plain `INSERT` when `seen` found none (the common case: no speculative
 //!   insertion), and an expired key's row, found but not yet pruned, is taken over by an
-//!   `UPDATE ... WHERE expires_at <= now()`.
+//!   `UPDATE` of that row (by its address) that checks the expiry again.
 //! - `seen` reads the statement's snapshot, taken before the row lock was granted; a key a
 //!   concurrent transaction committed meanwhile is missing from it. The key's insert does see
 //!   it (a unique index checks committed rows, and waits for one in progress) and fails with
@@ -79,17 +79,17 @@ pub(super) async fn store<'c>(
 ) -> Result<Option<Outcome>, sqlx::Error> {
     // The same shape as the plain statement (see insert.rs for `sync`, `rows`, `reserved`
     // and why `stored` is not read). `topic` is the topic's id (as the two halves the keys'
-    // hashes `h1`, `h2` are XORed with) and its window. `seen` probes the
-    // primary key row by row (LATERAL with LIMIT stays a nested loop, whatever the planner
-    // thinks of the batch's size), expired keys included: those are stored anew, their row
-    // (found by its address) taken over by `taken`; `claimed` inserts the keys `seen` did not
-    // find. `taken` checks the expiry as `(...) IS TRUE`, which no index can serve: as a plain
+    // hashes `h1`, `h2` are XORed with) and its window. `seen` probes the primary key row
+    // by row (LATERAL with LIMIT stays a nested loop, whatever the planner thinks of the
+    // batch's size), expired keys included: those are stored anew, their row (found by its
+    // address) taken over by `taken`; `claimed` inserts the keys `seen` did not find.
+    // `taken` checks the expiry as `(...) IS TRUE`, which no index can serve: as a plain
     // `expires_at <= now()` the planner scans the BRIN expiry index instead (it takes the
-    // range for nearly empty), reading every unsummarized page on every statement. The
-    // check is still made again on a row a concurrent publish took over (or the pruner
-    // deleted) meanwhile, which then drops out of `taken`. The final CASE:
-    // no reservation, no topic (NULL); every expired key taken over, the first offset; else
-    // one raced, and the statement fails with ER409.
+    // range for nearly empty), reading every unsummarized page on every statement. The check
+    // is still made again on a row a concurrent publish took over (or the pruner deleted)
+    // meanwhile, which then drops out of `taken`. The final CASE: no reservation, no topic
+    // (NULL); every expired key taken over, the first offset; else one raced, and the
+    // statement fails with ER409.
     let query = sqlx::query_as(AssertSqlSafe(format!(
         r#"WITH sync AS MATERIALIZED (
                SELECT set_config('synchronous_commit', 'on', true)
