@@ -78,7 +78,7 @@ pub(super) enum Check {
 }
 
 /// Locks `topic`'s offsets and checks `guard` in `tx`. `keys` are the hashes of the
-/// request's idempotency keys (`keyed::digest`, in halves) and `all_keyed` whether every
+/// request's idempotency keys (`insert::digest`, in halves) and `all_keyed` whether every
 /// event has one: a retry of an acknowledged conditional publish finds the last offset moved
 /// by its own first attempt, and is answered with the duplicates instead of a refusal when
 /// all its keys are stored.
@@ -161,7 +161,7 @@ pub(super) async fn check(
     Ok(Check::Pass)
 }
 
-/// Whether every one of `keys` (hashes, see `keyed::digest`) is stored and unexpired in
+/// Whether every one of `keys` (hashes, see `insert::digest`) is stored and unexpired in
 /// `topic`.
 async fn all_stored(
     tx: &mut PgConnection,

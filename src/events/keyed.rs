@@ -4,8 +4,9 @@
 //! without keys never come here, so their statement is the plain one, unchanged.
 //!
 //! A key is stored as a 16-byte digest of its topic's id and the key in `idempotency_digests`
-//! (migration 0021): the writer hashes the key (`digest`, two `bigint`s), the statement XORs
-//! the topic's id into it, so every comparison is one of integers, never a collation's.
+//! (migration 0021): the writer hashes the key (`insert::digest`, two `bigint`s), the
+//! statement XORs the topic's id into it, so every comparison is one of integers, never a
+//! collation's.
 //!
 //! How one copy is guaranteed, even when the same key arrives at once through two nodes:
 //! - The writer sends each key of a batch once (`Columns::push` answers a key's second
@@ -30,7 +31,6 @@
 use super::insert::Columns;
 use super::insert::{RESERVE, bind_columns};
 use crate::topics::TopicName;
-use sha2::{Digest, Sha256};
 use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -48,19 +48,6 @@ const KEYS_PRIMARY_KEY: &str = "idempotency_digests_pkey";
 pub(super) struct Outcome {
     pub(super) first: i64,
     pub(super) stored_before: HashMap<usize, (Uuid, i64)>,
-}
-
-/// A key's part of its digest: the first 16 bytes of the SHA-256 of its UTF-8 bytes, as two
-/// big-endian `bigint`s. XORed with the topic's id (its 16 bytes read the same way) it is
-/// SQL's `idempotency_key_digest(topic_id, key)` (migration 0021).
-pub(super) fn digest(key: &str) -> (i64, i64) {
-    let hash = Sha256::digest(key.as_bytes());
-    let half = |at: usize| {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&hash[at..at + 8]);
-        i64::from_be_bytes(bytes)
-    };
-    (half(0), half(8))
 }
 
 /// The SQL of a topic's id as the two `bigint`s its digests are XORed with (`id`: a uuid).
@@ -178,20 +165,5 @@ pub(super) fn raced(e: &sqlx::Error) -> bool {
             .and_then(|d| d.constraint())
             .is_some_and(|c| c == KEYS_PRIMARY_KEY),
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// SQL's halves of the key's SHA-256 (`('x' || encode(substring(sha256(..) ..), 'hex'))
-    /// ::bit(64)::bigint`) for the same key.
-    #[test]
-    fn digests_match_sql() {
-        assert_eq!(
-            digest("order-42"),
-            (4321398832972926703, -1896496587158840213)
-        );
     }
 }
