@@ -6,6 +6,7 @@
 //! transaction: between the check and the commit no other publish of the topic, on any
 //! node, can move the topic's last offset or the producer's epoch.
 
+use super::keyed::TOPIC_HALVES;
 use crate::error::{Conflict, Error, Result};
 use crate::topics::TopicName;
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -76,15 +77,16 @@ pub(super) enum Check {
     Refused(Error),
 }
 
-/// Locks `topic`'s offsets and checks `guard` in `tx`. `keys` are the request's idempotency
-/// keys and `all_keyed` whether every event has one: a retry of an acknowledged conditional
-/// publish finds the last offset moved by its own first attempt, and is answered with the
-/// duplicates instead of a refusal when all its keys are stored.
+/// Locks `topic`'s offsets and checks `guard` in `tx`. `keys` are the hashes of the
+/// request's idempotency keys (`insert::digest`, in halves) and `all_keyed` whether every
+/// event has one: a retry of an acknowledged conditional publish finds the last offset moved
+/// by its own first attempt, and is answered with the duplicates instead of a refusal when
+/// all its keys are stored.
 pub(super) async fn check(
     tx: &mut PgConnection,
     topic: &TopicName,
     guard: &Guard,
-    keys: &[&str],
+    keys: &(Vec<i64>, Vec<i64>),
     all_keyed: bool,
 ) -> Result<Check, sqlx::Error> {
     // The events table first, then the offsets row: the order of the plain statement and
@@ -159,21 +161,26 @@ pub(super) async fn check(
     Ok(Check::Pass)
 }
 
-/// Whether every one of `keys` is stored and unexpired in `topic`.
+/// Whether every one of `keys` (hashes, see `insert::digest`) is stored and unexpired in
+/// `topic`.
 async fn all_stored(
     tx: &mut PgConnection,
     topic: &TopicName,
-    keys: &[&str],
+    keys: &(Vec<i64>, Vec<i64>),
 ) -> Result<bool, sqlx::Error> {
-    let stored: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM idempotency_keys
-         WHERE topic = $1 AND key = ANY($2) AND expires_at > now()",
-    )
+    let stored: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "WITH topic AS (SELECT {TOPIC_HALVES} FROM topics WHERE name = $1)
+         SELECT count(*) FROM topic p, UNNEST($2::int8[], $3::int8[]) k(h1, h2),
+              idempotency_digests d
+         WHERE d.digest_hi = k.h1 # p.hi AND d.digest_lo = k.h2 # p.lo
+           AND d.expires_at > now()"
+    )))
     .bind(topic.as_str())
-    .bind(keys)
+    .bind(&keys.0)
+    .bind(&keys.1)
     .fetch_one(&mut *tx)
     .await?;
-    Ok(stored as usize == keys.len())
+    Ok(stored as usize == keys.0.len())
 }
 
 #[cfg(test)]

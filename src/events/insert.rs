@@ -5,6 +5,7 @@
 
 use super::model::ValidEvent;
 use crate::topics::TopicName;
+use sha2::{Digest, Sha256};
 use sqlx::AssertSqlSafe;
 use std::collections::HashSet;
 
@@ -95,6 +96,19 @@ pub(super) async fn store<'c>(
     bind_columns!(query, cols, topic).fetch_one(db).await
 }
 
+/// A key's part of its digest: the first 16 bytes of the SHA-256 of its UTF-8 bytes, as two
+/// big-endian `bigint`s. XORed with the topic's id (its 16 bytes read the same way) it is
+/// SQL's `idempotency_key_digest(topic_id, key)` (migration 0021; `keyed.rs` XORs it in).
+pub(super) fn digest(key: &str) -> (i64, i64) {
+    let hash = Sha256::digest(key.as_bytes());
+    let half = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&hash[at..at + 8]);
+        i64::from_be_bytes(bytes)
+    };
+    (half(0), half(8))
+}
+
 /// Column arrays for UNNEST, borrowing the events' text (the batch outlives the statement),
 /// so building them copies no string; only the context is encoded anew.
 pub(super) struct Columns<'a> {
@@ -110,8 +124,10 @@ pub(super) struct Columns<'a> {
     pub(super) anonymous_id: Vec<&'a str>,
     pub(super) occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
     pub(super) context: Vec<String>,
-    /// Each row's idempotency key (`None`: no key); bound only by the keyed statement.
-    pub(super) key: Vec<Option<&'a str>>,
+    /// Each row's idempotency key's hash, in halves (`None`: no key; see `insert::digest`);
+    /// bound only by the keyed statement.
+    pub(super) hash_hi: Vec<Option<i64>>,
+    pub(super) hash_lo: Vec<Option<i64>>,
     /// The keys of the rows held: a key a second time in one batch is not a row.
     keys: HashSet<&'a str>,
 }
@@ -131,7 +147,8 @@ impl<'a> Columns<'a> {
             anonymous_id: Vec::with_capacity(n),
             occurred_at: Vec::with_capacity(n),
             context: Vec::with_capacity(n),
-            key: Vec::with_capacity(n),
+            hash_hi: Vec::with_capacity(n),
+            hash_lo: Vec::with_capacity(n),
             keys: HashSet::new(),
         }
     }
@@ -158,7 +175,9 @@ impl<'a> Columns<'a> {
         {
             return false;
         }
-        self.key.push(key);
+        let hash = key.map(digest);
+        self.hash_hi.push(hash.map(|h| h.0));
+        self.hash_lo.push(hash.map(|h| h.1));
         self.id.push(v.id);
         self.name.push(&e.name);
         self.identifier.push(identifier);
@@ -173,5 +192,20 @@ impl<'a> Columns<'a> {
         self.context
             .push(serde_json::to_string(&e.context).unwrap_or_else(|_| "{}".into()));
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQL's halves of the key's SHA-256 (`('x' || encode(substring(sha256(..) ..), 'hex'))
+    /// ::bit(64)::bigint`) for the same key.
+    #[test]
+    fn digests_match_sql() {
+        assert_eq!(
+            digest("order-42"),
+            (4321398832972926703, -1896496587158840213)
+        );
     }
 }

@@ -302,8 +302,11 @@ async fn try_store(
     }
     let mut tx = ctx.pool.begin().await.map_err(Failed::Other)?;
     if let (Some(guard), [(topic, cols)]) = (guard, batches) {
-        let keys = cols.key.iter().flatten().copied().collect::<Vec<_>>();
-        let all_keyed = cols.key.iter().all(Option::is_some);
+        let keys = (
+            cols.hash_hi.iter().flatten().copied().collect::<Vec<_>>(),
+            cols.hash_lo.iter().flatten().copied().collect::<Vec<_>>(),
+        );
+        let all_keyed = cols.hash_hi.iter().all(Option::is_some);
         match guard::check(&mut tx, topic, guard, &keys, all_keyed)
             .await
             .map_err(Failed::of(0))?

@@ -235,8 +235,8 @@ async fn keys_expire_with_the_topics_window_and_housekeeping_prunes_them() {
     // Each key expires the topic's window after its event was stored.
     let windows: Vec<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM k.expires_at - e.inserted_at)::float8
-         FROM idempotency_keys k JOIN short_events e ON e.\"offset\" = k.\"offset\"
-         WHERE k.topic = 'short' ORDER BY k.key",
+         FROM idempotency_digests k JOIN short_events e ON e.\"offset\" = k.\"offset\"
+         ORDER BY k.\"offset\"",
     )
     .fetch_all(&c.pool)
     .await
@@ -244,7 +244,9 @@ async fn keys_expire_with_the_topics_window_and_housekeeping_prunes_them() {
     assert_eq!(windows, vec![60.0, 60.0]);
     // The window passes for key a (its expiry moved to the past: the clock, not a wait).
     sqlx::query(
-        "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = 'a'",
+        "UPDATE idempotency_digests SET expires_at = now() - interval '1 second'
+         WHERE (digest_hi, digest_lo) = (SELECT * FROM idempotency_key_digest(
+             (SELECT id FROM topics WHERE name = 'short'), 'a'))",
     )
     .execute(&c.pool)
     .await
@@ -257,7 +259,9 @@ async fn keys_expire_with_the_topics_window_and_housekeeping_prunes_them() {
     assert_eq!(again.duplicate_indexes, vec![1]);
     // Housekeeping removes expired keys, and only those.
     sqlx::query(
-        "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key = 'b'",
+        "UPDATE idempotency_digests SET expires_at = now() - interval '1 second'
+         WHERE (digest_hi, digest_lo) = (SELECT * FROM idempotency_key_digest(
+             (SELECT id FROM topics WHERE name = 'short'), 'b'))",
     )
     .execute(&c.pool)
     .await
@@ -267,11 +271,15 @@ async fn keys_expire_with_the_topics_window_and_housekeeping_prunes_them() {
         .await
         .unwrap();
     assert_eq!(swept.keys, 1);
-    let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
-        .fetch_all(&c.pool)
-        .await
-        .unwrap();
-    assert_eq!(left, vec!["a".to_owned()]);
+    let left: Vec<bool> = sqlx::query_scalar(
+        "SELECT (digest_hi, digest_lo) = (SELECT * FROM idempotency_key_digest(
+             (SELECT id FROM topics WHERE name = 'short'), 'a'))
+         FROM idempotency_digests",
+    )
+    .fetch_all(&c.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, vec![true]);
 }
 
 #[tokio::test]

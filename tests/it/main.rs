@@ -21,6 +21,7 @@ mod health;
 mod hostile;
 mod hostile_ui;
 mod idempotent;
+mod key_digests;
 mod live_access;
 mod live_bus;
 mod live_grpc;

@@ -1,0 +1,6 @@
+-- (topic_id uuid, digest uuid) primary key, BRIN on expires_at, plain INSERT; the digest comes with the rows (hashed by the writer).
+\set nb 100
+WITH rows AS MATERIALIZED (SELECT g AS ord, gen_random_uuid() AS i, 'n' AS n, '' AS ti, '{"a":1,"b":"xxxxxxxxxxxxxxxxxxxx"}'::jsonb AS d, 'src' AS s, now() AS oc, '1764780000000000000-' || :client_id || '-' || nextval('kseq') AS k, gen_random_uuid() AS h FROM generate_series(1,:nb) g), seen AS MATERIALIZED (SELECT w.ord, x.event_id, x."offset" FROM rows w CROSS JOIN LATERAL (SELECT x.event_id, x."offset" FROM k_new x WHERE x.topic_id = '6f1c2b9e-3a4d-4e5f-8a7b-1c2d3e4f5a6b'::uuid AND x.hash = w.h LIMIT 1) x),
+ins AS (INSERT INTO ev ("offset", id, name, topic_identifier, data, source, occurred_at) SELECT nextval('offs'), i, n, ti, d, s, oc FROM rows WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.ord = rows.ord)),
+claimed AS (INSERT INTO k_new (topic_id, hash, event_id, "offset", expires_at) SELECT '6f1c2b9e-3a4d-4e5f-8a7b-1c2d3e4f5a6b'::uuid, w.h, w.i, w.ord, now() + interval '1 day' FROM rows w WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.ord = w.ord))
+SELECT (SELECT count(*) FROM seen);
