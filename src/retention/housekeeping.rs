@@ -35,23 +35,14 @@ pub struct Swept {
 
 /// One sweep over the cluster-wide tables.
 pub async fn sweep(pool: &PgPool, settings: &RetentionConfig) -> Result<Swept> {
-    let mut swept = Swept::default();
-    for _ in 0..MAX_BATCHES {
-        let n = sqlx::query(
-            "DELETE FROM dead_letters WHERE id IN (
-                 SELECT id FROM dead_letters WHERE inserted_at < now() - make_interval(secs => $1)
-                 ORDER BY inserted_at LIMIT $2)",
-        )
-        .bind(settings.dead_letters.as_secs_f64())
-        .bind(BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        swept.dead_letters += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
+    let dead_letters = delete_in_batches(
+        pool,
+        "DELETE FROM dead_letters WHERE id IN (
+             SELECT id FROM dead_letters WHERE inserted_at < now() - make_interval(secs => $2)
+             ORDER BY inserted_at LIMIT $1)",
+        Some(settings.dead_letters.as_secs_f64()),
+    )
+    .await?;
     // The BRIN expiry index skips only summarized page ranges: summarize those filled since
     // the last sweep (each is read once), so a sweep reads the ranges holding expired keys.
     // Postgres lets only the index's owner do it; a node connecting as another role prunes
@@ -62,42 +53,33 @@ pub async fn sweep(pool: &PgPool, settings: &RetentionConfig) -> Result<Swept> {
     {
         tracing::warn!(error = %e, "could not summarize the idempotency keys' expiry index");
     }
-    for _ in 0..MAX_BATCHES {
-        // Through the BRIN expiry index (or a scan from the table's start, where the oldest
-        // keys are), by row address; a key a publish took over meanwhile (its expiry moved,
-        // its row version with it) is left alone.
-        let n = sqlx::query(
-            "DELETE FROM idempotency_digests d WHERE d.ctid = ANY(ARRAY(
-                 SELECT ctid FROM idempotency_digests WHERE expires_at <= now() LIMIT $1))
-             AND d.expires_at <= now()",
-        )
-        .bind(BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        swept.keys += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
+    // Through the BRIN expiry index (or a scan from the table's start, where the oldest keys
+    // are), by row address; a key a publish took over meanwhile (its expiry moved, its row
+    // version with it) is left alone.
+    let mut keys = delete_in_batches(
+        pool,
+        "DELETE FROM idempotency_digests d WHERE d.ctid = ANY(ARRAY(
+             SELECT ctid FROM idempotency_digests WHERE expires_at <= now() LIMIT $1))
+         AND d.expires_at <= now()",
+        None,
+    )
+    .await?;
     // The previous version's table (migration 0020), written only by nodes of that version
     // during a rolling upgrade, through its btree expiry index.
-    for _ in 0..MAX_BATCHES {
-        let n = sqlx::query(
-            "DELETE FROM idempotency_keys k USING (
-                 SELECT topic, key FROM idempotency_keys WHERE expires_at <= now()
-                 ORDER BY expires_at LIMIT $1) d
-             WHERE k.topic = d.topic AND k.key = d.key AND k.expires_at <= now()",
-        )
-        .bind(BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        swept.keys += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
+    keys += delete_in_batches(
+        pool,
+        "DELETE FROM idempotency_keys k USING (
+             SELECT topic, key FROM idempotency_keys WHERE expires_at <= now()
+             ORDER BY expires_at LIMIT $1) d
+         WHERE k.topic = d.topic AND k.key = d.key AND k.expires_at <= now()",
+        None,
+    )
+    .await?;
+    let mut swept = Swept {
+        dead_letters,
+        keys,
+        ..Swept::default()
+    };
     swept.spill =
         sqlx::query("DELETE FROM live_spill WHERE created_at < now() - make_interval(secs => $1)")
             .bind(settings.spill.as_secs_f64())
@@ -126,4 +108,23 @@ pub async fn sweep(pool: &PgPool, settings: &RetentionConfig) -> Result<Swept> {
         }
     }
     Ok(swept)
+}
+
+/// Runs `sql`, a delete of at most `$1` rows (with `seconds`, bound as `$2`, the retention it
+/// applies), batch after batch until one removes fewer than [`BATCH`] rows or
+/// [`MAX_BATCHES`] ran; returns the rows removed.
+async fn delete_in_batches(pool: &PgPool, sql: &'static str, seconds: Option<f64>) -> Result<u64> {
+    let mut removed = 0;
+    for _ in 0..MAX_BATCHES {
+        let mut query = sqlx::query(sql).bind(BATCH);
+        if let Some(seconds) = seconds {
+            query = query.bind(seconds);
+        }
+        let n = query.execute(pool).await?.rows_affected();
+        removed += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    Ok(removed)
 }

@@ -320,3 +320,18 @@ pub async fn lock_waiters(c: &TestCluster, n: i64) {
     }
     panic!("fewer than {n} statements ever waited for a lock");
 }
+
+/// Moves the expiry of `key`'s idempotency record in `topic` one second into the past: its
+/// dedupe window has passed (the clock, not a wait).
+pub async fn expire_key(pool: &sqlx::PgPool, topic: &str, key: &str) {
+    sqlx::query(
+        "UPDATE idempotency_digests SET expires_at = now() - interval '1 second'
+         WHERE (digest_hi, digest_lo) = (SELECT * FROM idempotency_key_digest(
+             (SELECT id FROM topics WHERE name = $1), $2))",
+    )
+    .bind(topic)
+    .bind(key)
+    .execute(pool)
+    .await
+    .unwrap();
+}

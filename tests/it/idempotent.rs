@@ -243,14 +243,7 @@ async fn keys_expire_with_the_topics_window_and_housekeeping_prunes_them() {
     .unwrap();
     assert_eq!(windows, vec![60.0, 60.0]);
     // The window passes for key a (its expiry moved to the past: the clock, not a wait).
-    sqlx::query(
-        "UPDATE idempotency_digests SET expires_at = now() - interval '1 second'
-         WHERE (digest_hi, digest_lo) = (SELECT * FROM idempotency_key_digest(
-             (SELECT id FROM topics WHERE name = 'short'), 'a'))",
-    )
-    .execute(&c.pool)
-    .await
-    .unwrap();
+    expire_key(&c.pool, "short", "a").await;
     let again = publish_request(&c, 0, durable("short", vec![keyed("a"), keyed("b")]))
         .await
         .unwrap();
@@ -258,14 +251,7 @@ async fn keys_expire_with_the_topics_window_and_housekeeping_prunes_them() {
     assert_eq!(offsets_of(&again.events), vec![3, 2]);
     assert_eq!(again.duplicate_indexes, vec![1]);
     // Housekeeping removes expired keys, and only those.
-    sqlx::query(
-        "UPDATE idempotency_digests SET expires_at = now() - interval '1 second'
-         WHERE (digest_hi, digest_lo) = (SELECT * FROM idempotency_key_digest(
-             (SELECT id FROM topics WHERE name = 'short'), 'b'))",
-    )
-    .execute(&c.pool)
-    .await
-    .unwrap();
+    expire_key(&c.pool, "short", "b").await;
     let settings = eventrelay::retention::RetentionConfig::default();
     let swept = eventrelay::retention::housekeeping_step(&c.pool, &settings)
         .await

@@ -69,14 +69,7 @@ async fn keys_of_a_previous_version_node_and_of_a_new_one_dedupe_each_other() {
         .map(|c| c.into_owned());
     assert_eq!(code.as_deref(), Some("ER409"), "{refused}");
     // An expired key the previous version takes over is carried over too.
-    sqlx::query(
-        "UPDATE idempotency_digests SET expires_at = now() - interval '1 second'
-         WHERE (digest_hi, digest_lo) = (SELECT * FROM idempotency_key_digest(
-             (SELECT id FROM topics WHERE name = 'mixed'), 'new'))",
-    )
-    .execute(&c.pool)
-    .await
-    .unwrap();
+    expire_key(&c.pool, "mixed", "new").await;
     let taken_id = uuid::Uuid::new_v4();
     sqlx::query(
         "INSERT INTO idempotency_keys AS x (topic, key, event_id, \"offset\", expires_at)
