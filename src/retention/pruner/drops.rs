@@ -84,10 +84,12 @@ impl Pruner {
         Ok(dropped)
     }
 
-    /// Waits [`RetentionConfig::drop_pause`](super::super::RetentionConfig::drop_pause) before every drop of a step but the first: dropping a
+    /// Waits [`RetentionConfig::drop_pause`] before every drop of a step but the first: dropping a
     /// large table frees its files at once, and a backlog of them (retention set on a large
     /// topic) would compete with the publishes' WAL flushes for the disk all together
     /// (measured: docs/benchmarks.md).
+    ///
+    /// [`RetentionConfig::drop_pause`]: super::super::RetentionConfig::drop_pause
     async fn pace(&self, dropped_so_far: usize) {
         if dropped_so_far > 0 {
             tokio::time::sleep(self.settings.drop_pause).await;
