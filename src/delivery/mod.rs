@@ -6,7 +6,8 @@
 //!
 //! Files: [`settings`] (retry schedule, limits), [`signing`] (Standard Webhooks signatures),
 //! [`client`] (HTTP with address checks), [`store`] (cursor and attempt records),
-//! [`worker`] (the step and its loop), [`control`] (pause, resume, replay, list attempts).
+//! [`worker`] (the step and its loop; what an attempt's outcome means in `worker/outcome.rs`),
+//! [`control`] (pause, resume, replay, list attempts).
 
 pub mod client;
 pub mod control;

@@ -13,8 +13,9 @@
 //!
 //! Files (the typed policy is `topics::policy`, the node-wide settings the configuration's
 //! `Retention` section): `cut.rs` (where the mark moves), `size.rs` (bytes
-//! per chunk of offsets, for retention by size), `pruner.rs` (the owner's step and loop),
-//! `housekeeping.rs`, `stats.rs` (what the UI, the API and `/metrics` read).
+//! per chunk of offsets, for retention by size), `pruner/` (the owner's step and loop, and
+//! the step's drops in `pruner/drops.rs`), `housekeeping.rs`, `stats.rs` (what the UI, the
+//! API and `/metrics` read).
 
 mod cut;
 mod housekeeping;

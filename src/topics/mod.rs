@@ -1,6 +1,6 @@
 //! Topics: named event streams. Each topic owns two tables, `<name>_events` and
 //! `<name>_deliveries`, created and dropped in the same transaction as its row, so no reader
-//! or publisher can ever see a half-made topic. Both are partitioned (`partitions.rs`), so
+//! or publisher can ever see a half-made topic. Both are partitioned (`partitions/`), so
 //! retention drops whole partitions; `layout.rs` converts the plain tables of older topics.
 
 pub mod dedupe;
@@ -40,7 +40,7 @@ pub struct Topics {
 /// by name (the common filters); Postgres names them, so long topic names cannot collide.
 /// Events are partitioned by offset range, delivery attempts by the day they expire (their
 /// retention); `expires_at`'s default serves nodes of an earlier version, which do not set it.
-/// The partitions themselves are made by [`Topics::create`] and `partitions.rs`.
+/// The partitions themselves are made by [`Topics::create`] and `partitions/ahead.rs`.
 const TOPIC_DDL: &str = r#"
 CREATE TABLE {events} (
     "offset"         bigint PRIMARY KEY,
