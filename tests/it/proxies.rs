@@ -94,10 +94,29 @@ async fn start_node(db: &str, cluster: &str, name: &str) -> NodeProcess {
 
 /// A proxy process with its rendered configuration.
 struct Proxy {
-    _child: Child,
+    child: Child,
     http: u16,
     grpc: u16,
     _dir: TempDir,
+}
+
+impl Drop for Proxy {
+    /// Stops the proxy with SIGTERM and waits for it (5 s at most): nginx's master then stops
+    /// its worker too, where the SIGKILL of `kill_on_drop` would leave the worker running,
+    /// orphaned, after the test.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            for _ in 0..100 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 struct TempDir(PathBuf);
@@ -205,7 +224,7 @@ impl Proxy {
                 // Give HAProxy's first health checks a moment to mark the nodes up.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 return Proxy {
-                    _child: child,
+                    child,
                     http,
                     grpc,
                     _dir: TempDir(dir),
