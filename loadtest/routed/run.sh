@@ -17,5 +17,5 @@ psql "$URL" -q -v ON_ERROR_STOP=1 -f setup.sql
 for f in per_topic.sql routed.sql per_topic.sql routed.sql; do
     ms=$(PGOPTIONS='-c synchronous_commit=off' pgbench -n -M prepared -c 1 -T 6 -f "$f" "$URL" 2>&1 \
         | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
-    echo "$f: $ms ms per 50 events ($(echo "$ms * 1000 / 50" | bc) us per event)"
+    echo "$f: $ms ms per 50 events ($(awk -v ms="$ms" 'BEGIN { printf "%d", ms * 1000 / 50 }') us per event)"
 done
