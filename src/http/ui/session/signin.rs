@@ -109,46 +109,33 @@ pub async fn login(
         );
     }
     let addr = crate::http::peer::source(peer.ip(), &headers, &app.http.trusted_proxies);
-    let user = match app
+    let checked = match app
         .users
         .check_credentials(&f.email, &f.password, addr)
         .await
     {
-        Ok(Some(u)) => u,
+        Ok(Some(u)) => Ok(u),
         Ok(None) => {
             tracing::info!("UI sign-in refused: wrong email or password");
-            return login_form(
-                &app,
-                &headers,
-                &f.email,
-                &f.next,
-                Some("Wrong email or password."),
+            Err((
+                "Wrong email or password.".to_owned(),
                 StatusCode::UNAUTHORIZED,
-            );
+            ))
         }
         Err(e @ crate::error::Error::ResourceExhausted(_)) => {
-            let msg = e.to_string();
-            return login_form(
-                &app,
-                &headers,
-                &f.email,
-                &f.next,
-                Some(&msg),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
+            Err((e.to_string(), StatusCode::TOO_MANY_REQUESTS))
         }
         Err(e @ crate::error::Error::InvalidArgument(_)) => {
-            let msg = e.to_string();
-            return login_form(
-                &app,
-                &headers,
-                &f.email,
-                &f.next,
-                Some(&msg),
-                StatusCode::BAD_REQUEST,
-            );
+            Err((e.to_string(), StatusCode::BAD_REQUEST))
         }
         Err(e) => return UiError(e).into_response(),
+    };
+    // A refusal shows the form again, with its reason, under the status it deserves.
+    let user = match checked {
+        Ok(u) => u,
+        Err((msg, status)) => {
+            return login_form(&app, &headers, &f.email, &f.next, Some(&msg), status);
+        }
     };
     let (token, _) = match app
         .users
