@@ -45,6 +45,19 @@ pub(super) const RESERVE: &str = "reserved AS (
                RETURNING o.reserved - (SELECT n FROM counted) AS before
            )";
 
+/// The insert of a batch's events, shared by the plain and the keyed statement: the rows of
+/// the CTE named `rows` (with the columns `store`'s CTE `rows` names), numbered from the
+/// reservation by their column `position`, into `table`.
+pub(super) fn store_rows(table: &str, rows: &str, position: &str) -> String {
+    format!(
+        r#"INSERT INTO {table} ("offset", id, name, topic_identifier, data, source, group_key,
+                   reference_key, trace_key, user_id, anonymous_id, occurred_at, context)
+               SELECT r.before + w.{position}, w.i, w.n, w.ti, w.d, w.s, w.g, w.rk, w.t, w.usr,
+                      w.a, w.oc, w.c
+               FROM reserved r, {rows} w"#
+    )
+}
+
 /// Stores the rows of `cols` through `db`: a transaction the writer opened for several topics,
 /// or the pool, where the statement is its own implicit transaction (one round trip for a
 /// batch of one topic). Returns the first offset, or `None` when the topic's row is gone. The
@@ -84,14 +97,10 @@ pub(super) async fn store<'c>(
            ), counted AS MATERIALIZED (
                SELECT count(*) AS n FROM rows
            ), {RESERVE}, stored AS (
-               INSERT INTO {} ("offset", id, name, topic_identifier, data, source, group_key,
-                   reference_key, trace_key, user_id, anonymous_id, occurred_at, context)
-               SELECT r.before + w.ord, w.i, w.n, w.ti, w.d, w.s, w.g, w.rk, w.t, w.usr, w.a,
-                      w.oc, w.c
-               FROM reserved r, rows w
+               {}
            )
            SELECT (SELECT before FROM reserved) + 1 FROM sync"#,
-        topic.events_table()
+        store_rows(&topic.events_table(), "rows", "ord")
     )));
     bind_columns!(query, cols, topic).fetch_one(db).await
 }

@@ -29,7 +29,7 @@
 //!   an ordinary retry is seen at once.
 
 use super::insert::Columns;
-use super::insert::{RESERVE, bind_columns};
+use super::insert::{RESERVE, bind_columns, store_rows};
 use crate::topics::TopicName;
 use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
@@ -104,11 +104,7 @@ pub(super) async fn store<'c>(
            ), counted AS MATERIALIZED (
                SELECT count(*) AS n FROM fresh
            ), {RESERVE}, stored AS (
-               INSERT INTO {} ("offset", id, name, topic_identifier, data, source, group_key,
-                   reference_key, trace_key, user_id, anonymous_id, occurred_at, context)
-               SELECT r.before + f.pos, f.i, f.n, f.ti, f.d, f.s, f.g, f.rk, f.t, f.usr, f.a,
-                      f.oc, f.c
-               FROM reserved r, fresh f
+               {}
            ), claimed AS (
                INSERT INTO idempotency_digests (digest_hi, digest_lo, event_id, "offset",
                    expires_at)
@@ -135,7 +131,7 @@ pub(super) async fn store<'c>(
                   ARRAY(SELECT event_id FROM seen WHERE live ORDER BY ord),
                   ARRAY(SELECT "offset" FROM seen WHERE live ORDER BY ord)
            FROM sync"#,
-        topic.events_table()
+        store_rows(&topic.events_table(), "fresh", "pos")
     )));
     let row: (Option<i64>, Vec<i64>, Vec<Uuid>, Vec<i64>) = bind_columns!(query, cols, topic)
         .bind(&cols.hash_hi[..])
