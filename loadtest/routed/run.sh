@@ -5,8 +5,9 @@
 # topic's offsets in one upsert and inserts all 50 rows through a parent list-partitioned by
 # topic, which routes each row to its topic's table. pgbench, one client, prepared,
 # synchronous_commit off (CPU, not the flush), in turns ABAB on a scratch database.
-# The statement alone: built in the node (branch routed-parent), the whole publish path did
-# not get faster beyond the host's noise (docs/benchmarks.md, issue 18 run 6; docs/decisions.md).
+# The statement alone: built in the node (loadtest/routed/node.patch, against 1092d75), the
+# whole publish path did not get faster beyond the host's noise (docs/benchmarks.md, issue 18
+# run 6; docs/decisions.md).
 # Usage: loadtest/routed/run.sh [admin-url]   (Postgres with pgbench and psql on PATH)
 set -euo pipefail
 cd "$(dirname "$0")"
